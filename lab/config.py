@@ -1,0 +1,204 @@
+"""One dataclass of defaults, three presets, `key=value` overrides, validated before any work starts."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+
+MODELS = ("ngpt", "gated_ngpt", "gpt")
+DATASETS = ("shakespeare", "fineweb")
+OPTIMIZERS = ("muon", "adamw")  # muon = hybrid SimpleMuon (hidden matrices) + AdamW (the rest); adamw = baseline
+ORTHOGONALIZERS = ("newton_schulz", "polar_express")
+GEODESIC = ("none", "lr", "lr_norm")
+WANDB_MODES = ("disabled", "offline", "online")
+DTYPES = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class Config:
+    # --- model ---
+    model: str = "ngpt"            # ngpt | gated_ngpt | gpt (pre-norm baseline)
+    n_layer: int = 4
+    n_embd: int = 128
+    n_head: int = 4
+    seq_len: int = 128             # T
+    vocab_size: int = 256          # bytes for shakespeare; 50304 (padded GPT-2) for fineweb
+    # --- data ---
+    data: str = "shakespeare"      # shakespeare (embedded, byte-level) | fineweb (GPT-2 token shards)
+    data_dir: str = "data"         # where token shards live / are written
+    batch_size: int = 16           # B: sequences per micro-batch (per process)
+    grad_accum: int = 1            # micro-batches per optimizer step
+    # --- run ---
+    steps: int = 300
+    seed: int = 0
+    device: str = "auto"           # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"            # auto = bf16 autocast on CUDA, fp32 on CPU (bit-reproducible)
+    compile: bool = False          # torch.compile the model (a win on GPU only)
+    # --- optimizer ---
+    optimizer: str = "muon"        # muon (hybrid) | adamw (every parameter on AdamW: the baseline)
+    lr: float = 0.02               # peak Muon lr for hidden matrices (spectral-norm units)
+    adamw_lr: float = 4e-3         # baseline AdamW lr (optimizer=adamw), tuned per preset
+    embed_lr: float = 4e-3         # hybrid: AdamW lr of the token embedding
+    head_lr: float = 4e-3          # hybrid: AdamW lr of lm_head
+    scalar_lr: float = 4e-3        # hybrid: AdamW lr of 0-D/1-D params (alphas, scalers, gates, gains)
+    adam_betas: tuple = (0.8, 0.95)
+    adam_eps: float = 1e-10
+    adam_weight_decay: float = 0.0  # nGPT trains with wd 0 (its weights are re-projected anyway)
+    momentum: float = 0.95         # Muon momentum after warmup
+    momentum_start: float = 0.85   # Muon momentum at step 0, linear to `momentum` over momentum_warmup steps
+    momentum_warmup: int = 300
+    nesterov: bool = True
+    weight_decay: float = 0.0      # Muon decoupled weight decay at step 0, decays linearly to 0
+    orthogonalizer: str = "newton_schulz"  # newton_schulz (Keller quintic) | polar_express
+    ns_steps: int = 5
+    normuon: bool = False          # NorMuon per-row/column variance reduction
+    beta2: float = 0.95            # NorMuon second-moment EMA
+    cautious_wd: bool = False      # decay only where update and weight share sign
+    geodesic: str = "none"         # none | lr | lr_norm: exact per-vector exp-map step on the sphere
+    project_every: int = 1         # project sphere matrices after every N-th optimizer step (nGPT: 1)
+    use_kernels: bool = True       # Triton XXT / ba_plus_cAA on CUDA (torch elsewhere)
+    grad_clip: float = 0.0         # 0 = off
+    # --- schedule (fractions of `steps`) ---
+    warmup_frac: float = 0.0
+    warmdown_frac: float = 0.3     # linear warmdown to 0 over the last fraction of steps
+    # --- eval / records ---
+    val_every: int = 50
+    val_batches: int = 8
+    ckpt_every: int = 100          # 0 = only at the end
+    diverge_factor: float = 1.5    # loss > factor * initial loss (or non-finite) => diverged
+    runs_dir: str = "runs"
+    campaign: str = ""             # set by campaigns: wandb group and report grouping
+    wandb: str = "disabled"        # disabled | offline | online
+    wandb_project: str = "lab"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def run_id(self) -> str:
+        """A run's identity: a hash of every field that changes its numbers (not where records go)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_IDENTITY}
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len * self.grad_accum
+
+
+_NOT_IDENTITY = {"runs_dir", "campaign", "wandb", "wandb_project", "ckpt_every"}
+
+# Defaults live here; a preset only lists what it changes from the dataclass defaults.
+PRESETS: dict[str, dict] = {
+    # seconds per run, for tests
+    "smoke": dict(n_layer=2, n_embd=32, n_head=2, seq_len=32, batch_size=4, steps=12, val_every=6, val_batches=2,
+                  ckpt_every=6, momentum_warmup=10, adamw_lr=8e-3, embed_lr=8e-3, head_lr=8e-3, scalar_lr=8e-3),
+    # about a minute per run on a 2-core CPU, Shakespeare bytes
+    "cpu": dict(),
+    # the seed plan's gated nGPT on FineWeb10B (GPT-2 tokens), one H100
+    "h100": dict(model="gated_ngpt", n_layer=11, n_embd=768, n_head=6, seq_len=1024, vocab_size=50304,
+                 data="fineweb", batch_size=32, steps=400, val_every=50, val_batches=16, ckpt_every=200,
+                 adamw_lr=2e-3, embed_lr=2e-3, head_lr=2e-3, scalar_lr=2e-3, project_every=7),
+}
+
+
+def _choices(name: str) -> tuple | None:
+    return {"model": MODELS, "data": DATASETS, "optimizer": OPTIMIZERS, "orthogonalizer": ORTHOGONALIZERS,
+            "geodesic": GEODESIC, "wandb": WANDB_MODES, "dtype": DTYPES}.get(name)
+
+
+def _coerce(name: str, value, typ):
+    """Turn a CLI/notebook value into the field's type, or raise naming the field and value."""
+    if isinstance(value, str) and typ is not str:
+        s = value.strip()
+        try:
+            if typ is bool:
+                if s.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return s.lower() in ("true", "1", "yes")
+            if typ is tuple:
+                return tuple(float(x) for x in s.strip("()[] ").split(",") if x.strip())
+            if typ is int and float(s).is_integer():
+                return int(float(s))  # accepts "300", "3e2"
+            return typ(s)
+        except ValueError:
+            raise ValueError(f"config: {name}={value!r} is not a valid {typ.__name__}") from None
+    if value is None and name == "geodesic":
+        return "none"
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is tuple and isinstance(value, list):
+        return tuple(value)
+    if typ is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise ValueError(f"config: {name}={value!r} must be {typ.__name__}, got {type(value).__name__}")
+    return value
+
+
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "tuple": tuple}
+
+
+def get_config(preset: str = "cpu", **overrides) -> Config:
+    """The validated config of `preset` with `overrides` applied. Raises ValueError before any work is done."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    types = {f.name: _TYPES[f.type] if isinstance(f.type, str) else f.type for f in fields(Config)}
+    unknown = sorted(set(overrides) - set(types))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(types)}")
+    values = {**PRESETS[preset], **overrides}
+    cfg = Config(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+    validate(cfg)
+    return cfg
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """['lr=0.01', 'model=gpt'] -> {'lr': '0.01', 'model': 'gpt'} (typed later by get_config)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+def validate(c: Config) -> None:
+    """Refuse impossible values, naming the value and what is allowed."""
+    for f in fields(Config):
+        ch = _choices(f.name)
+        if ch and getattr(c, f.name) not in ch:
+            raise ValueError(f"config: {f.name}={getattr(c, f.name)!r}; valid choices: {', '.join(ch)}")
+    for name in ("lr", "adamw_lr", "embed_lr", "head_lr", "scalar_lr", "adam_eps"):
+        if not getattr(c, name) > 0:
+            raise ValueError(f"config: {name}={getattr(c, name)!r} must be > 0")
+    for name in ("momentum", "momentum_start", "beta2"):
+        if not 0 <= getattr(c, name) < 1:
+            raise ValueError(f"config: {name}={getattr(c, name)!r} must be in [0, 1)")
+    if len(c.adam_betas) != 2 or not all(0 <= b < 1 for b in c.adam_betas):
+        raise ValueError(f"config: adam_betas={c.adam_betas!r} must be two numbers in [0, 1)")
+    for name in ("n_layer", "n_embd", "n_head", "seq_len", "vocab_size", "batch_size", "grad_accum", "steps",
+                 "ns_steps", "project_every", "val_every", "val_batches"):
+        if getattr(c, name) < 1:
+            raise ValueError(f"config: {name}={getattr(c, name)!r} must be >= 1")
+    for name in ("weight_decay", "adam_weight_decay", "grad_clip", "momentum_warmup", "ckpt_every"):
+        if getattr(c, name) < 0:
+            raise ValueError(f"config: {name}={getattr(c, name)!r} must be >= 0")
+    if c.n_embd % c.n_head or (c.n_embd // c.n_head) % 2:
+        raise ValueError(f"config: n_embd={c.n_embd} must split into n_head={c.n_head} heads of even size (RoPE)")
+    if not (0 <= c.warmup_frac <= 1 and 0 <= c.warmdown_frac <= 1 and c.warmup_frac + c.warmdown_frac <= 1):
+        raise ValueError(f"config: warmup_frac={c.warmup_frac}, warmdown_frac={c.warmdown_frac} must be in [0, 1] "
+                         "and sum to at most 1")
+    if c.diverge_factor <= 1:
+        raise ValueError(f"config: diverge_factor={c.diverge_factor} must be > 1")
+    if c.data == "shakespeare" and c.vocab_size != 256:
+        raise ValueError(f"config: vocab_size={c.vocab_size} but the shakespeare corpus is bytes (vocab_size=256)")
+    if c.data == "fineweb" and c.vocab_size < 50257:
+        raise ValueError(f"config: vocab_size={c.vocab_size} is smaller than the GPT-2 vocabulary of fineweb (50257)")
+    if not (c.device in ("auto", "cpu", "cuda") or c.device.startswith("cuda:")):
+        raise ValueError(f"config: device={c.device!r}; valid: auto, cpu, cuda, cuda:N")
+    if c.geodesic != "none" and c.optimizer != "muon":
+        raise ValueError(f"config: geodesic={c.geodesic!r} needs optimizer='muon' (it is a SimpleMuon option)")
+    if c.geodesic != "none" and c.model == "gpt":
+        raise ValueError(f"config: geodesic={c.geodesic!r} needs a model with sphere parameters (ngpt, gated_ngpt); "
+                         "model='gpt' has none")

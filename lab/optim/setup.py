@@ -1,0 +1,96 @@
+"""Routing: the one function that decides which optimizer group every parameter goes to, and with which lr."""
+from __future__ import annotations
+
+import torch
+
+from lab.optim.muon import SimpleMuon
+
+
+class CautiousAdamW(torch.optim.AdamW):
+    """AdamW whose decoupled decay applies only where the Adam update and the weight share sign (CWD, section 8).
+
+    The groups carry `cwd` (the decay) and weight_decay=0; the Adam update is recovered as (old - new) / lr.
+    """
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        old = [[p.detach().clone() for p in g["params"]] for g in self.param_groups]
+        loss = super().step(closure)
+        for g, olds in zip(self.param_groups, old):
+            if g.get("cwd", 0) > 0:
+                for p, p0 in zip(g["params"], olds):
+                    mask = ((p0 - p) * p0 >= 0).to(p.dtype)  # update direction is (p0 - p) / lr
+                    p.sub_(mask * p0, alpha=g["lr"] * g["cwd"])
+        return loss
+
+
+def param_kind(name: str, p: torch.Tensor) -> str:
+    """embed | head | matrix | scalar. Hidden 2-D matrices are the only ones Muon may take (section 12)."""
+    if name.startswith("wte."):
+        return "embed"
+    if name.startswith("lm_head."):
+        return "head"
+    return "matrix" if p.ndim == 2 else "scalar"
+
+
+def routing_table(model: torch.nn.Module, config) -> list[dict]:
+    """One row per parameter: name, shape, optimizer, group, lr, weight_decay, sphere_dim."""
+    sphere = {name: dim for name, _, dim in getattr(model, "sphere_params", lambda: [])()}
+    adam_lr = {"embed": config.embed_lr, "head": config.head_lr, "scalar": config.scalar_lr}
+    rows = []
+    for name, p in model.named_parameters():
+        kind = param_kind(name, p)
+        on_muon = config.optimizer == "muon" and kind == "matrix"
+        if on_muon:
+            lr, wd = config.lr, config.weight_decay
+        else:
+            lr = config.adamw_lr if config.optimizer == "adamw" else adam_lr.get(kind, config.scalar_lr)
+            wd = config.adam_weight_decay if kind != "scalar" else 0.0  # never decay gains/scalers/gates
+        rows.append(dict(name=name, shape=list(p.shape), optimizer="muon" if on_muon else "adamw", group=kind,
+                         lr=lr, weight_decay=wd, sphere_dim=sphere.get(name)))
+    return rows
+
+
+def build_optimizers(model: torch.nn.Module, config) -> tuple[list[torch.optim.Optimizer], list[dict]]:
+    """(optimizers, routing). Muon groups are split by sphere_dim so a geodesic step knows each matrix's axis."""
+    rows = routing_table(model, config)
+    params = dict(model.named_parameters())
+    groups: dict[tuple, dict] = {}
+    for r in rows:
+        key = (r["optimizer"], r["group"], r["sphere_dim"] if r["optimizer"] == "muon" else None, r["weight_decay"])
+        g = groups.setdefault(key, dict(params=[], lr=r["lr"], weight_decay=r["weight_decay"], kind=r["group"],
+                                        sphere_dim=r["sphere_dim"]))
+        g["params"].append(params[r["name"]])
+    muon_groups = [g for (opt, *_), g in groups.items() if opt == "muon"]
+    adam_groups = [g for (opt, *_), g in groups.items() if opt == "adamw"]
+    optimizers = []
+    if muon_groups:
+        geodesic = None if config.geodesic == "none" else config.geodesic
+        for g in muon_groups:
+            if geodesic and g["sphere_dim"] is None:
+                raise ValueError(f"geodesic={geodesic!r} but Muon matrices {len(g['params'])} have no sphere axis; "
+                                 "geodesic needs a model whose sphere_params() declares them (ngpt, gated_ngpt)")
+        optimizers.append(SimpleMuon(muon_groups, lr=config.lr, momentum=config.momentum_start,
+                                     nesterov=config.nesterov, weight_decay=config.weight_decay,
+                                     orthogonalizer=config.orthogonalizer, ns_steps=config.ns_steps,
+                                     normuon=config.normuon, beta2=config.beta2, cautious_wd=config.cautious_wd,
+                                     geodesic=geodesic, use_kernels=config.use_kernels))
+    if adam_groups:
+        if config.cautious_wd:  # decay is ours (masked), AdamW's own decay is off
+            for g in adam_groups:
+                g["cwd"], g["weight_decay"] = g["weight_decay"], 0.0
+        cls = CautiousAdamW if config.cautious_wd else torch.optim.AdamW
+        fused = next(model.parameters()).device.type in ("cuda", "cpu")  # fused kernels: one launch per group
+        optimizers.append(cls(adam_groups, lr=config.adamw_lr, betas=tuple(config.adam_betas), eps=config.adam_eps,
+                              fused=fused))
+    assert sum(len(g["params"]) for o in optimizers for g in o.param_groups) == len(params), "routing lost a param"
+    for o in optimizers:  # schedules scale these
+        for g in o.param_groups:
+            g["initial_lr"], g["initial_wd"] = g["lr"], g.get("cwd", g["weight_decay"])
+    return optimizers, rows
+
+
+def format_routing(rows: list[dict]) -> str:
+    """The routing table as markdown (printed at start and saved in the run directory)."""
+    import pandas as pd
+    return pd.DataFrame(rows).to_markdown(index=False)

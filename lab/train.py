@@ -1,0 +1,229 @@
+"""train(config) -> summary: one run, start to end, resumable.
+
+Data flow: config -> build_model + build_optimizers (routing) -> loop over batch(seed, step) -> forward, backward,
+opt.step(), sphere projection on schedule -> metrics line -> checkpoint -> summary.json.
+Rerunning a config resumes from its last checkpoint and ends with the numbers an uninterrupted run gives.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import traceback
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from lab import records
+from lab.config import Config
+from lab.data import load_data
+from lab.models import build_model, flops_per_token
+from lab.optim import distributed
+from lab.optim.schedules import lr_multiplier, muon_momentum, weight_decay_multiplier
+from lab.optim.setup import build_optimizers, format_routing
+from lab.optim.sphere import max_sphere_drift, project_to_sphere
+
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16, for the MFU estimate
+
+
+def resolve_device(config: Config) -> torch.device:
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"config: device={config.device!r} but CUDA is not available; use device=cpu or auto")
+    return torch.device(config.device)
+
+
+def autocast_ctx(config: Config, device: torch.device):
+    """bf16 autocast on CUDA by default; fp32 on CPU by default (bit-reproducible); dtype=bf16 forces it."""
+    use_bf16 = config.dtype == "bf16" or (config.dtype == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model, data, config, device, ctx) -> float:
+    model.eval()
+    losses = []
+    for i in range(config.val_batches):
+        x, y = (t.to(device) for t in data.val_batch(i))
+        with ctx:
+            losses.append(model(x, y)[1].float())
+    model.train()
+    return distributed.mean_scalar(torch.stack(losses).mean()).item()
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+def set_schedules(optimizers, config: Config, step: int) -> dict:
+    """Apply lr, momentum and weight-decay schedules for `step`; return what was set (for the metrics line)."""
+    lrm = lr_multiplier(step, config.steps, config.warmup_frac, config.warmdown_frac)
+    mom = muon_momentum(step, config.momentum_start, config.momentum, config.momentum_warmup)
+    wdm = weight_decay_multiplier(step, config.steps)
+    row = {}
+    for opt in optimizers:
+        for g in opt.param_groups:
+            g["lr"] = g["initial_lr"] * lrm
+            row[f"lr/{g['kind']}"] = g["lr"]
+            if "momentum" in g:  # Muon
+                g["momentum"] = mom
+                g["weight_decay"] = g["initial_wd"] * wdm
+                row["momentum"], row["weight_decay"] = mom, g["weight_decay"]
+    return row
+
+
+def train(config: Config, progress: bool = True, _stop_at: int | None = None) -> dict:
+    """Train one run; return its summary (the content of summary.json). Resumes if a checkpoint exists.
+
+    A finished or diverged run is returned as recorded, never retrained. An exception is recorded as
+    status "failed" and re-raised; an interrupt (Ctrl-C, a kill) leaves the last checkpoint to resume from.
+    `_stop_at` simulates a kill right after that step (tests use it to check resume == uninterrupted).
+    """
+    rank, world = distributed.setup()
+    run_id = config.run_id()
+    run_dir = Path(config.runs_dir) / run_id
+    done = records.read_summary(run_dir)
+    if done and done["status"] in records.FINAL:
+        return done
+    device = resolve_device(config) if world == 1 else distributed.device(config)
+    data = load_data(config, rank=rank, world_size=world)  # refuses T > data before any work
+    torch.manual_seed(config.seed)
+    model = build_model(config).to(device)
+    optimizers, routing = build_optimizers(model, config)
+    optimizers = distributed.wrap(optimizers, model, world)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        records.write_json(run_dir / "config.json", config.to_dict())
+        records.atomic_write(run_dir / "routing.md", format_routing(routing) + "\n")
+        records.write_json(run_dir / "routing.json", routing)
+        records.write_json(run_dir / "meta.json", {"run_id": run_id, **records.run_meta(device, world)})
+        if progress:
+            print(f"[lab] run {run_id}: {config.model} / {config.optimizer} for {config.steps} steps on {device}"
+                  f" -> {run_dir}")
+    run = Run(config, run_id, run_dir, device, model, optimizers, data, master=rank == 0, world=world)
+    try:
+        status, val = run.loop(progress, _stop_at)
+    except Exception as e:
+        run.finish("failed", None, error=f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+        raise
+    finally:
+        run.close()
+    return run.finish(status, val)
+
+
+class Run:
+    """The state of one run between checkpoints: model, optimizers, step, elapsed time, best val loss."""
+
+    def __init__(self, config, run_id, run_dir, device, model, optimizers, data, master, world):
+        self.config, self.run_id, self.run_dir, self.device = config, run_id, run_dir, device
+        self.model, self.optimizers, self.data, self.master, self.world = model, optimizers, data, master, world
+        self.fwd = torch.compile(model) if config.compile else model
+        self.ctx = autocast_ctx(config, device)
+        self.ckpt_path = run_dir / "ckpt.pt"
+        self.start, self.elapsed = 0, 0.0
+        self.state = {"best_val": math.inf, "first_loss": None, "max_drift": 0.0, "diverged_at": None}
+        if self.ckpt_path.exists():
+            self.resume()
+        self.log = records.MetricsLog(run_dir) if master else None
+        self.mirror = records.WandbMirror(config, run_dir, run_id) if master else None
+
+    def resume(self) -> None:
+        ck = records.load_checkpoint(self.ckpt_path, map_location=self.device)
+        self.model.load_state_dict(ck["model"])
+        for opt, sd in zip(self.optimizers, ck["optimizers"]):
+            opt.load_state_dict(sd)
+        torch.set_rng_state(ck["rng"])
+        self.start, self.elapsed, self.state = ck["step"], ck["elapsed"], ck["state"]
+        if self.master:
+            records.truncate_metrics(self.run_dir, self.start)  # rows after the checkpoint are recomputed
+
+    def checkpoint(self, step: int) -> None:
+        records.save_checkpoint(self.ckpt_path, {
+            "model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers],
+            "step": step, "elapsed": self.elapsed, "state": self.state, "rng": torch.get_rng_state()})
+
+    def train_step(self, step: int) -> tuple[float, float]:
+        """Forward/backward over grad_accum micro-batches, one optimizer step. Returns (loss, grad_norm)."""
+        cfg, model = self.config, self.model
+        loss = torch.zeros((), device=self.device)
+        for micro in range(cfg.grad_accum):
+            x, y = (t.to(self.device) for t in self.data.train_batch(step, micro))  # (B, T) each
+            with self.ctx:
+                micro_loss = self.fwd(x, y)[1] / cfg.grad_accum
+            micro_loss.backward()
+            loss += micro_loss.detach()
+        distributed.sync_grads(model, self.world)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+        for opt in self.optimizers:
+            opt.step()
+        model.zero_grad(set_to_none=True)
+        if (step + 1) % cfg.project_every == 0 and hasattr(model, "sphere_params"):  # lazy: after every N-th step
+            self.state["max_drift"] = max(self.state["max_drift"], max_sphere_drift(model))
+            project_to_sphere(model)
+        return distributed.mean_scalar(loss).item(), grad_norm.item()
+
+    def loop(self, progress: bool, stop_at: int | None) -> tuple[str, float | None]:
+        cfg, state = self.config, self.state
+        fpt, peak = flops_per_token(self.model, cfg), peak_flops(self.device)
+        bar = tqdm(range(self.start, cfg.steps), desc=self.run_id, initial=self.start, total=cfg.steps,
+                   disable=not (self.master and progress), leave=False)
+        for step in bar:
+            t_eval = time.perf_counter()
+            row = {"step": step}
+            if step % cfg.val_every == 0:
+                row["val_loss"] = evaluate(self.model, self.data, cfg, self.device, self.ctx)
+                state["best_val"] = min(state["best_val"], row["val_loss"])
+            t0 = time.perf_counter()
+            row |= set_schedules(self.optimizers, cfg, step)
+            loss, grad_norm = self.train_step(step)
+            dt = time.perf_counter() - t0  # training time only: tokens/s excludes evaluation
+            self.elapsed += time.perf_counter() - t_eval
+            tps = cfg.tokens_per_step * self.world / dt
+            row |= {"train_loss": loss, "grad_norm": grad_norm, "tokens_per_s": tps, "elapsed_s": self.elapsed}
+            if peak:
+                row["mfu"] = fpt * tps / (peak * self.world)
+            state["first_loss"] = state["first_loss"] or loss
+            self.emit(row)
+            if not math.isfinite(loss) or loss > cfg.diverge_factor * state["first_loss"]:
+                state["diverged_at"] = step  # a non-finite loss, or one far above its start
+                return "diverged", None
+            if self.master and cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.steps:
+                self.checkpoint(step + 1)
+            if stop_at is not None and step == stop_at:
+                raise KeyboardInterrupt(f"simulated kill after step {step}")
+        val = evaluate(self.model, self.data, cfg, self.device, self.ctx)
+        state["best_val"] = min(state["best_val"], val)
+        self.emit({"step": cfg.steps, "val_loss": val, "elapsed_s": self.elapsed})
+        return "finished", val
+
+    def emit(self, row: dict) -> None:
+        if self.master:
+            self.log.log(row)
+            self.mirror.log(row)
+
+    def close(self) -> None:
+        if self.master:
+            self.log.close()
+            self.mirror.finish()
+
+    def finish(self, status: str, val: float | None, error: str | None = None) -> dict:
+        """Write summary.json (rank 0) and drop the checkpoint of a run that will never resume."""
+        rows = records.read_metrics(self.run_dir)
+        tps = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r][1:]  # step 0 includes warm-up
+        losses = [r["train_loss"] for r in rows if "train_loss" in r]
+        s = self.state
+        summary = {"run_id": self.run_id, "status": status, "campaign": self.config.campaign, "steps": len(losses),
+                   "final_val_loss": val, "best_val_loss": s["best_val"] if math.isfinite(s["best_val"]) else None,
+                   "final_train_loss": losses[-1] if losses else None, "diverged_at": s["diverged_at"],
+                   "wall_time_s": self.elapsed, "tokens_per_s": sum(tps) / len(tps) if tps else None,
+                   "max_sphere_drift": s["max_drift"], "error": error}
+        if self.master:
+            records.write_json(self.run_dir / "summary.json", summary)
+            if status in records.FINAL:
+                self.ckpt_path.unlink(missing_ok=True)
+        return summary
