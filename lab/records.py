@@ -28,6 +28,7 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         f.write(data.encode() if isinstance(data, str) else data)
         f.flush()
         os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are for everyone to read
     os.replace(tmp, path)
 
 

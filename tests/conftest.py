@@ -1,4 +1,8 @@
-"""Shared pytest setup: the Triton interpreter must be switched on before any kernel module is imported."""
+"""Shared pytest setup: without CUDA, Triton kernels run under the interpreter, which must be switched on before any
+kernel module is imported (its @triton.jit reads the variable when decorating)."""
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")

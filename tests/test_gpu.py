@@ -1,0 +1,63 @@
+"""The CUDA path (Triton kernels in bf16 on the preset shapes, bf16 autocast training). Skipped without a GPU;
+run on a GPU box with `python -m pytest tests/test_gpu.py`. ALGORITHMS.md section 13 items 7-9."""
+import pytest
+import torch
+
+from lab.config import get_config
+from lab.optim import SimpleMuon, kernels, newton_schulz, polar_express
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def _rel(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+@pytest.mark.parametrize("shape", [(768, 768), (768, 3072), (1000, 777), (4, 768, 768), (3, 256, 768)])
+def test_xxt_matches_torch_and_is_symmetric(shape):
+    A = torch.randn(shape, device="cuda").bfloat16()
+    C = kernels.xxt(A)
+    assert torch.equal(C, C.mT)
+    assert _rel(C, A.float() @ A.float().mT) < 1e-2
+
+
+@pytest.mark.parametrize("shape", [(768, 768), (2, 1024, 1024), (777, 777)])
+def test_ba_plus_caa_matches_torch_and_is_symmetric(shape):
+    X = torch.randn(*shape[:-1], 2 * shape[-1], device="cuda") / shape[-1] ** 0.5
+    S = (X @ X.mT).bfloat16()
+    C = kernels.ba_plus_caa(S, alpha=2.0315, beta=-4.7750)
+    assert torch.equal(C, C.mT)
+    ref = -4.7750 * S.float() + 2.0315 * S.float() @ S.float()
+    assert _rel(C, ref) < 1e-2
+
+
+@pytest.mark.parametrize("orth", [newton_schulz, polar_express])
+@pytest.mark.parametrize("shape", [(768, 3072), (3072, 768), (4, 768, 768)])
+def test_orthogonalizer_with_kernels_equals_torch_path(orth, shape):
+    G = torch.randn(shape, device="cuda").bfloat16()
+    with_k, without = orth(G, use_kernels=True), orth(G, use_kernels=False)
+    assert with_k.dtype == torch.bfloat16 and _rel(with_k, without) < 2e-2
+    sv = torch.linalg.svdvals(with_k.float())
+    lo, hi = (0.84, 1.16) if orth is polar_express else (0.66, 1.22)
+    assert lo < sv.min() and sv.max() < hi
+
+
+def test_simple_muon_on_cuda_matches_torch_muon():
+    torch.manual_seed(0)
+    p0 = torch.randn(768, 3072, device="cuda")
+    a, b = torch.nn.Parameter(p0.clone()), torch.nn.Parameter(p0.clone())
+    ours = SimpleMuon([a], lr=0.02, momentum=0.95, weight_decay=0.1)
+    ref = torch.optim.Muon([b], lr=0.02, momentum=0.95, weight_decay=0.1, adjust_lr_fn="original")
+    for _ in range(3):
+        g = torch.randn_like(p0)
+        a.grad, b.grad = g.clone(), g.clone()
+        ours.step()
+        ref.step()
+    assert (a - b).abs().max() < 0.03 * (a - p0).abs().max()
+
+
+def test_cpu_preset_trains_on_cuda_with_bf16_autocast(tmp_path):
+    from lab.train import train
+    c = get_config("cpu", steps=40, val_every=20, device="cuda", runs_dir=str(tmp_path), data_dir=str(tmp_path / "d"))
+    s = train(c, progress=False)
+    assert s["status"] == "finished" and s["final_val_loss"] < 4.0

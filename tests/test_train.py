@@ -1,0 +1,131 @@
+"""The training loop: complete run records, resume == uninterrupted, divergence/failure recorded, bad input refused."""
+import json
+
+import pytest
+
+import lab.train as T
+from lab import records
+from lab.cli import main
+from lab.config import get_config
+
+DIVERGE = dict(model="gpt", optimizer="adamw", adamw_lr=10.0)  # blows up at step 1 at the smoke preset
+
+
+def cfg(tmp_path, **kw):
+    return get_config("smoke", runs_dir=str(tmp_path / "runs"), data_dir=str(tmp_path.parent / "data"), **kw)
+
+
+def test_run_writes_complete_records(tmp_path):
+    c = cfg(tmp_path)
+    s = T.train(c, progress=False)
+    d = tmp_path / "runs" / c.run_id()
+    assert s == records.read_summary(d) and s["status"] == "finished" and s["steps"] == c.steps
+    assert s["final_val_loss"] < 5.6 and s["best_val_loss"] <= s["final_val_loss"]  # below ln(256) = 5.55 + noise
+    assert json.loads((d / "config.json").read_text()) == json.loads(json.dumps(c.to_dict()))
+    meta = records.read_json(d / "meta.json")
+    assert {"git_commit", "git_dirty", "versions", "device"} <= set(meta) and meta["versions"]["torch"]
+    assert "| name" in (d / "routing.md").read_text()
+    rows = records.read_metrics(d)
+    assert [r["step"] for r in rows] == list(range(c.steps + 1))
+    for key in ("train_loss", "lr/matrix", "lr/embed", "momentum", "weight_decay", "grad_norm", "tokens_per_s"):
+        assert key in rows[1], key
+    assert rows[-1]["val_loss"] == s["final_val_loss"]
+    assert not (d / "ckpt.pt").exists()  # a finished run keeps no checkpoint
+
+
+def test_killed_run_resumes_to_the_same_numbers(tmp_path):
+    a, b = cfg(tmp_path / "a"), cfg(tmp_path / "b")
+    whole = T.train(a, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(b, progress=False, _stop_at=8)  # killed after step 8; last checkpoint at step 6
+    d = tmp_path / "b" / "runs" / b.run_id()
+    assert records.read_summary(d) is None and (d / "ckpt.pt").exists()
+    resumed = T.train(b, progress=False)
+    for k in ("final_val_loss", "best_val_loss", "final_train_loss", "steps", "status"):
+        assert resumed[k] == whole[k], k
+    losses = lambda p: [(r["step"], r.get("train_loss"), r.get("val_loss")) for r in records.read_metrics(p)]
+    assert losses(d) == losses(tmp_path / "a" / "runs" / a.run_id())
+
+
+def test_finished_run_is_not_retrained(tmp_path):
+    c = cfg(tmp_path)
+    T.train(c, progress=False)
+    p = tmp_path / "runs" / c.run_id() / "summary.json"
+    mtime = p.stat().st_mtime_ns
+    assert T.train(c, progress=False)["status"] == "finished" and p.stat().st_mtime_ns == mtime
+
+
+def test_divergence_is_recorded(tmp_path):
+    s = T.train(cfg(tmp_path, **DIVERGE), progress=False)
+    assert s["status"] == "diverged" and s["diverged_at"] is not None and s["final_val_loss"] is None
+
+
+def test_failure_is_recorded_and_raised(tmp_path, monkeypatch):
+    def boom(self, step):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(T.Run, "train_step", boom)
+    c = cfg(tmp_path)
+    with pytest.raises(RuntimeError):
+        T.train(c, progress=False)
+    s = records.read_summary(tmp_path / "runs" / c.run_id())
+    assert s["status"] == "failed" and "disk on fire" in s["error"]
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(orthogonalizer="polar_express"), dict(normuon=True), dict(cautious_wd=True, weight_decay=0.1),
+    dict(geodesic="lr"), dict(geodesic="lr_norm"), dict(project_every=7), dict(model="gated_ngpt"),
+    dict(model="gpt"), dict(optimizer="adamw"), dict(optimizer="adamw", cautious_wd=True, adam_weight_decay=0.1),
+    dict(grad_accum=2), dict(dtype="bf16"),
+])
+def test_every_option_trains_and_is_recorded(tmp_path, overrides):
+    c = cfg(tmp_path, **overrides)
+    s = T.train(c, progress=False)
+    assert s["status"] == "finished"
+    d = tmp_path / "runs" / c.run_id()
+    saved = records.read_json(d / "config.json")
+    assert all(saved[k] == v for k, v in overrides.items())
+    routing = records.read_json(d / "routing.json")
+    opt = overrides.get("optimizer", "muon")
+    assert any(r["optimizer"] == opt for r in routing)
+
+
+@pytest.mark.parametrize("every,expected", [(1, 12), (5, 2), (7, 1)])
+def test_lazy_projection_runs_exactly_on_schedule(tmp_path, monkeypatch, every, expected):
+    calls = []
+    real = T.project_to_sphere
+    monkeypatch.setattr(T, "project_to_sphere", lambda m: (calls.append(1), real(m)))
+    c = cfg(tmp_path, project_every=every, steps=12, optimizer="adamw", adamw_lr=0.02)
+    s = T.train(c, progress=False)
+    assert len(calls) == expected  # after optimizer steps k with (k + 1) % every == 0
+    assert s["max_sphere_drift"] > 0
+
+
+def test_same_config_same_numbers(tmp_path):
+    s1 = T.train(cfg(tmp_path / "1"), progress=False)
+    s2 = T.train(cfg(tmp_path / "2"), progress=False)
+    assert s1["final_val_loss"] == s2["final_val_loss"]
+
+
+def test_wandb_failure_never_stops_a_run(tmp_path, monkeypatch):
+    import wandb
+
+    def broken(*a, **k):
+        raise RuntimeError("no network")
+    monkeypatch.setattr(wandb, "init", broken)
+    assert T.train(cfg(tmp_path, wandb="online"), progress=False)["status"] == "finished"
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["lr=-1"], "lr=-1.0 must be > 0"), (["momentum=1.5"], "momentum=1.5"), (["optimizer=sgd"], "valid choices"),
+    (["colour=red"], "unknown config key"), (["seq_len=99999999"], "seq_len"), (["steps=abc"], "not a valid int"),
+])
+def test_bad_input_refused_before_any_work(tmp_path, capsys, argv, needle):
+    rc = main(["run", "--preset", "smoke", f"runs_dir={tmp_path / 'runs'}", f"data_dir={tmp_path.parent / 'data'}",
+               *argv])
+    assert rc == 2 and needle in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_unknown_preset_refused():
+    with pytest.raises(ValueError, match="valid presets: smoke, cpu, h100"):
+        get_config("huge")
