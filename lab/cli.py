@@ -11,8 +11,9 @@ def cmd_run(args) -> int:
     from lab.train import train
     config = get_config(args.preset, **parse_overrides(args.overrides))  # refused here, before any work
     s = train(config)
-    if s is None:
-        return 1
+    from lab.optim.distributed import rank
+    if rank() != 0:  # under torchrun only rank 0 reports
+        return 0
     val = s["final_val_loss"]
     print(f"run {s['run_id']}: {s['status']} after {s['steps']} steps, "
           f"val loss {val:.4f}" if val is not None else f"run {s['run_id']}: {s['status']} after {s['steps']} steps")

@@ -113,7 +113,9 @@ def train(config: Config, progress: bool = True, _stop_at: int | None = None) ->
         raise
     finally:
         run.close()
-    return run.finish(status, val)
+    summary = run.finish(status, val)
+    distributed.barrier()  # every rank returns once rank 0 has written summary.json
+    return summary
 
 
 class Run:
@@ -141,11 +143,17 @@ class Run:
         self.start, self.elapsed, self.state = ck["step"], ck["elapsed"], ck["state"]
         if self.master:
             records.truncate_metrics(self.run_dir, self.start)  # rows after the checkpoint are recomputed
+            if ck.get("world", 1) != self.world:  # optimizer state is world-size independent; the batch is not
+                print(f"[lab] resuming a checkpoint written by {ck.get('world', 1)} process(es) on {self.world}: "
+                      f"global batch is now {self.world} x batch_size")
 
     def checkpoint(self, step: int) -> None:
-        records.save_checkpoint(self.ckpt_path, {
-            "model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers],
-            "step": step, "elapsed": self.elapsed, "state": self.state, "rng": torch.get_rng_state()})
+        """Called on every rank (gathering sharded optimizer state is a collective); rank 0 writes the file."""
+        optimizers = [o.state_dict() for o in self.optimizers]  # the 1-process layout at any world size
+        if self.master:
+            records.save_checkpoint(self.ckpt_path, {
+                "model": self.model.state_dict(), "optimizers": optimizers, "step": step, "elapsed": self.elapsed,
+                "state": self.state, "rng": torch.get_rng_state(), "world": self.world})
 
     def train_step(self, step: int) -> tuple[float, float]:
         """Forward/backward over grad_accum micro-batches, one optimizer step. Returns (loss, grad_norm)."""
@@ -192,7 +200,7 @@ class Run:
             if not math.isfinite(loss) or loss > cfg.diverge_factor * state["first_loss"]:
                 state["diverged_at"] = step  # a non-finite loss, or one far above its start
                 return "diverged", None
-            if self.master and cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.steps:
+            if cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.steps:
                 self.checkpoint(step + 1)
             if stop_at is not None and step == stop_at:
                 raise KeyboardInterrupt(f"simulated kill after step {step}")

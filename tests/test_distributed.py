@@ -1,0 +1,255 @@
+"""Distributed training on CPU (gloo, 2 processes): the numbers of 1 process with the same global batch, checkpoints
+that move between world sizes, DistributedMuon's padding and state gathering, and torchrun end to end.
+
+The 2-process runs drive train() itself: one torch.multiprocessing.spawn (env:// rendezvous on a free port) runs
+every 2-process job of the module, and the 1-process references run in the pytest process. train() keeps no final
+weights (a finished run deletes its checkpoint), so the workers wrap Run.finish to save the model's final
+state_dict into the test's own directory: a test-only hook, nothing added to real runs.
+"""
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import lab.train as T
+from lab import records
+from lab.config import get_config
+from lab.data import shakespeare_shards
+from lab.optim.distributed import DistributedMuon
+from lab.optim.muon import SimpleMuon
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"  # the default data_dir of `python -m lab run` (the torchrun test uses it through cwd)
+ARMS = {
+    "newton_schulz": dict(orthogonalizer="newton_schulz", normuon=True),
+    "polar_express": dict(orthogonalizer="polar_express", normuon=True),
+    "adamw": dict(optimizer="adamw"),
+}
+CKPT_ARM = "newton_schulz"  # sharded momentum and NorMuon buffers: the state a world-size change must move
+TOL = 1e-5                  # fp32 on CPU; observed differences are 1e-7..1e-6
+SPAWN_TIMEOUT_S = 120
+
+
+def _cfg(runs_dir, batch_size, arm):
+    return get_config("smoke", steps=4, batch_size=batch_size, val_every=2, val_batches=1, ckpt_every=2,
+                      runs_dir=str(runs_dir), data_dir=str(DATA), **ARMS[arm])
+
+
+def _final_path(out: Path, run_dir, rank: int) -> Path:
+    """Where the hook leaves a run's final weights: keyed by run directory (runs_dir is not in the run id)."""
+    return out / f"{hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:12]}.rank{rank}.pt"
+
+
+def _capturing_finish(out: Path, rank: int):
+    """Run.finish that first saves the final model weights to `out` (test-only hook)."""
+    finish = T.Run.finish
+
+    def hooked(self, status, val, error=None):
+        torch.save(self.model.state_dict(), _final_path(out, self.run_dir, rank))
+        return finish(self, status, val, error)
+    return hooked
+
+
+def _optimizer_check(rank: int, out: Path) -> None:
+    """DistributedMuon vs SimpleMuon on 5 matrices of mixed shapes in 2 groups: 5 slots padded to 6, chunks that
+    mix shapes; then the gathered state_dict vs SimpleMuon's, and a reload keeping this rank's share."""
+    shapes = [(24, 8), (8, 24), (16, 16), (40, 8), (4, 4)]
+    gen = torch.Generator().manual_seed(0)  # the same numbers on every rank
+    init = [torch.randn(s, generator=gen) for s in shapes]
+    ref = [torch.nn.Parameter(t.clone()) for t in init]
+    mine = [torch.nn.Parameter(t.clone()) for t in init]
+    kw = dict(lr=0.05, normuon=True, weight_decay=0.1, cautious_wd=True, ortho_dtype=torch.float32)
+    opt_ref = SimpleMuon([{"params": ref[:2]}, {"params": ref[2:], "lr": 0.03}], **kw)
+    opt = DistributedMuon.from_simple(SimpleMuon([{"params": mine[:2]}, {"params": mine[2:], "lr": 0.03}], **kw))
+    for _ in range(3):
+        for a, b in zip(ref, mine):
+            a.grad = torch.randn(a.shape, generator=gen)
+            b.grad = a.grad.clone()
+        opt_ref.step()
+        opt.step()
+    sd, sd_ref = opt.state_dict(), opt_ref.state_dict()
+    fresh = DistributedMuon.from_simple(SimpleMuon([{"params": mine[:2]}, {"params": mine[2:]}], **kw))
+    fresh.load_state_dict(sd)
+    torch.save({"weights": [p.detach() for p in mine], "weights_ref": [p.detach() for p in ref],
+                "sd": sd, "sd_ref": sd_ref, "owned_before": len(opt.state), "owned_after": len(fresh.state),
+                "n_owned": len(fresh.owned())}, out / f"optim.rank{rank}.pt")
+
+
+def _worker(rank: int, world: int, port: int, jobs: list, out: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+    torch.set_num_threads(1)
+    T.Run.finish = _capturing_finish(Path(out), rank)
+    for config, stop_at in jobs:
+        try:
+            T.train(config, progress=False, _stop_at=stop_at)
+        except KeyboardInterrupt:
+            assert stop_at is not None
+    _optimizer_check(rank, Path(out))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(jobs: list, out: Path, world: int = 2) -> None:
+    """Run `jobs` [(config, stop_at)] in `world` processes; fail (and kill them) past SPAWN_TIMEOUT_S."""
+    ctx = mp.spawn(_worker, args=(world, _free_port(), jobs, str(out)), nprocs=world, join=False)
+    deadline = time.monotonic() + SPAWN_TIMEOUT_S
+    while not ctx.join(timeout=1):  # raises ProcessRaisedException with the worker's traceback
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"{world}-process jobs did not finish in {SPAWN_TIMEOUT_S} s (a rank blocked in a collective?)")
+
+
+def _move_run(src_runs: Path, src_cfg, dst_runs: Path, dst_cfg) -> None:
+    """Take a killed run's directory (checkpoint included) over as another config's run (other batch size)."""
+    shutil.copytree(src_runs / src_cfg.run_id(), dst_runs / dst_cfg.run_id())
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory):
+    """Every run of the module: 1-process references here, 2-process runs in one spawn, cross-world resumes."""
+    shakespeare_shards(DATA)  # convert once, before two processes could race for it
+    tmp = tmp_path_factory.mktemp("dist")
+    out = tmp / "weights"
+    out.mkdir()
+    mp_ = pytest.MonkeyPatch()
+    mp_.setattr(T.Run, "finish", _capturing_finish(out, 0))
+    try:
+        one = {arm: _cfg(tmp / "one" / arm, 4, arm) for arm in ARMS}
+        two = {arm: _cfg(tmp / "two" / arm, 2, arm) for arm in ARMS}
+        for c in one.values():
+            T.train(c, progress=False)
+        # 1 -> 2: a 1-process run killed after step 2 (checkpoint at step 2), resumed by 2 processes
+        one_killed = _cfg(tmp / "one_killed", 4, CKPT_ARM)
+        with pytest.raises(KeyboardInterrupt):
+            T.train(one_killed, progress=False, _stop_at=2)
+        two_resumed = _cfg(tmp / "two_resumed", 2, CKPT_ARM)
+        _move_run(tmp / "one_killed", one_killed, tmp / "two_resumed", two_resumed)
+        # 2 -> 1: a 2-process run killed after step 2, resumed (below) by 1 process
+        two_killed = _cfg(tmp / "two_killed", 2, CKPT_ARM)
+        t0 = time.perf_counter()
+        _spawn([(c, None) for c in two.values()] + [(two_killed, 2), (two_resumed, None)], out)
+        spawn_s = time.perf_counter() - t0
+        one_resumed = _cfg(tmp / "one_resumed", 4, CKPT_ARM)
+        _move_run(tmp / "two_killed", two_killed, tmp / "one_resumed", one_resumed)
+        ckpt = records.load_checkpoint(tmp / "one_resumed" / one_resumed.run_id() / "ckpt.pt")
+        T.train(one_resumed, progress=False)
+    finally:
+        mp_.undo()
+    return dict(tmp=tmp, out=out, one=one, two=two, ckpt_2proc=ckpt, spawn_s=spawn_s,
+                one_resumed=one_resumed, two_resumed=two_resumed)
+
+
+def _weights(d, config, rank=0) -> dict:
+    return torch.load(_final_path(d["out"], Path(config.runs_dir) / config.run_id(), rank), weights_only=True)
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+@pytest.mark.parametrize("arm", list(ARMS))
+def test_two_processes_match_one(dist, arm):
+    """Same global batch (2 x 2 vs 1 x 4): the same final weights within fp32 tolerance, identical on both ranks."""
+    one, two = dist["one"][arm], dist["two"][arm]
+    w1, w2 = _weights(dist, one), _weights(dist, two)
+    assert _max_diff(w2, _weights(dist, two, rank=1)) == 0.0  # every rank ends each step with the same weights
+    diff = _max_diff(w1, w2)
+    print(f"\n{arm}: max |w_1proc - w_2proc| = {diff:.2e} (2-process spawn {dist['spawn_s']:.1f} s)")
+    assert diff < TOL
+    assert max(v.abs().max().item() for v in w1.values()) > 0  # not a vacuous comparison
+    # exactly one record, written by rank 0, saying world size 2, with the 1-process numbers
+    run_dirs = list((dist["tmp"] / "two" / arm).iterdir())
+    assert [p.name for p in run_dirs] == [two.run_id()]
+    s1, s2 = records.read_summary(dist["tmp"] / "one" / arm / one.run_id()), records.read_summary(run_dirs[0])
+    assert s2["status"] == "finished" and s2["steps"] == 4
+    assert records.read_json(run_dirs[0] / "meta.json")["world_size"] == 2
+    assert abs(s1["final_val_loss"] - s2["final_val_loss"]) < 1e-4
+    # averaged, not summed, gradients: Muon and Adam are nearly blind to the gradient's scale, the norm is not
+    rows1 = records.read_metrics(dist["tmp"] / "one" / arm / one.run_id())
+    rows2 = records.read_metrics(run_dirs[0])
+    assert len(rows2) == len(rows1) == 5
+    for r1, r2 in zip(rows1[:-1], rows2[:-1]):
+        for key in ("grad_norm", "train_loss"):
+            assert r2[key] == pytest.approx(r1[key], rel=1e-5), (key, r1["step"])
+
+
+def test_checkpoint_from_two_processes_has_the_whole_state(dist):
+    """Rank 0's checkpoint holds every Muon matrix's momentum and NorMuon buffers (the 1-process layout)."""
+    ck = dist["ckpt_2proc"]
+    assert ck["world"] == 2 and ck["step"] == 2
+    muon = ck["optimizers"][0]
+    n_params = sum(len(g["params"]) for g in muon["param_groups"])
+    assert n_params == 12 and sorted(muon["state"]) == list(range(n_params))
+    assert all({"momentum_buffer", "second_moment"} == set(st) for st in muon["state"].values())
+    assert all(st["momentum_buffer"].abs().sum() > 0 for st in muon["state"].values())
+
+
+def test_resume_two_processes_to_one(dist):
+    """Killed at step 2 by 2 processes, finished by 1: the numbers of an uninterrupted 1-process run."""
+    diff = _max_diff(_weights(dist, dist["one_resumed"]), _weights(dist, dist["one"][CKPT_ARM]))
+    print(f"\nresume 2 -> 1: max diff vs uninterrupted 1-process run {diff:.2e}")
+    assert diff < TOL
+
+
+def test_resume_one_process_to_two(dist):
+    """Killed at step 2 by 1 process, finished by 2: the numbers of an uninterrupted run (either world size)."""
+    w = _weights(dist, dist["two_resumed"])
+    assert _max_diff(w, _weights(dist, dist["two_resumed"], rank=1)) == 0.0
+    diff = _max_diff(w, _weights(dist, dist["two"][CKPT_ARM]))
+    print(f"\nresume 1 -> 2: max diff vs uninterrupted 2-process run {diff:.2e}")
+    assert diff < TOL and _max_diff(w, _weights(dist, dist["one"][CKPT_ARM])) < TOL
+
+
+def test_distributed_muon_padding_and_state(dist):
+    """5 mixed-shape matrices over 2 ranks: SimpleMuon's weights, SimpleMuon's state_dict, state kept per owner."""
+    for rank in (0, 1):
+        r = torch.load(dist["out"] / f"optim.rank{rank}.pt", weights_only=True)
+        for a, b in zip(r["weights"], r["weights_ref"]):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+        assert r["sd"]["param_groups"] == r["sd_ref"]["param_groups"]
+        assert r["sd"]["state"].keys() == r["sd_ref"]["state"].keys() == set(range(5))
+        for i, st in r["sd_ref"]["state"].items():
+            assert st.keys() == r["sd"]["state"][i].keys()
+            for k in st:
+                torch.testing.assert_close(r["sd"]["state"][i][k], st[k], atol=1e-6, rtol=0)
+        n = 3 if rank == 0 else 2  # numel 320, 256, 192, 192, 16, pad -> ranks 0, 1, 0, 1, 0, 1
+        assert r["owned_before"] == r["owned_after"] == r["n_owned"] == n
+
+
+def test_torchrun_cli(tmp_path):
+    """`torchrun --standalone --nproc_per_node=2 -m lab run --preset smoke` on CPU: one finished run record."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip(f"no torchrun next to {sys.executable}")
+    runs = tmp_path / "runs"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env |= {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "lab", "run", "--preset", "smoke",
+           f"runs_dir={runs}"]
+    try:
+        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"torchrun did not finish in 120 s: {e.stdout}\n{e.stderr}")
+    assert p.returncode == 0, p.stdout + p.stderr
+    run_dirs = list(runs.iterdir())
+    assert len(run_dirs) == 1, run_dirs
+    s = records.read_summary(run_dirs[0])
+    assert s["status"] == "finished" and s["steps"] == 12 and s["final_val_loss"] < 5.6
+    assert records.read_json(run_dirs[0] / "meta.json")["world_size"] == 2
+    assert not (run_dirs[0] / "ckpt.pt").exists()
+    assert "finished after 12 steps" in p.stdout
