@@ -27,7 +27,7 @@ run: $(VENV)
 	$(BIN)/python -m lab run --preset $(PRESET)
 
 test: $(VENV)
-	TRITON_INTERPRET=1 $(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 TRITON_INTERPRET=1 $(BIN)/python -m pytest
 
 lint: $(VENV)
 	$(BIN)/ruff check lab tests

@@ -85,7 +85,7 @@ class Config:
         return self.batch_size * self.seq_len * self.grad_accum
 
 
-_NOT_IDENTITY = {"runs_dir", "campaign", "wandb", "wandb_project", "ckpt_every"}
+_NOT_IDENTITY = {"runs_dir", "data_dir", "campaign", "wandb", "wandb_project", "ckpt_every"}  # where, not what
 
 # Defaults live here; a preset only lists what it changes from the dataclass defaults.
 PRESETS: dict[str, dict] = {
