@@ -6,3 +6,7 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# One thread: the test tensors are small, and on the shared 2-core CI box two spinning OpenMP threads per process
+# made SVDs and smoke runs 20-50x slower (the notebook kernels and torchrun workers get OMP_NUM_THREADS=1 too).
+torch.set_num_threads(1)

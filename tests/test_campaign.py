@@ -29,14 +29,6 @@ def use_dirs(mp, root: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def one_thread():
-    """In-process smoke runs: one torch thread is fastest on a shared 2-core machine."""
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +142,7 @@ def test_parameters_cells(tmp_path):
 ARMS = {"a": {"optimizer": "adamw", "adamw_lr": 0.004}, "b": {"optimizer": "adamw", "adamw_lr": 0.008}}
 
 
-def test_interrupted_campaign_resumes(tmp_path, monkeypatch, one_thread):
+def test_interrupted_campaign_resumes(tmp_path, monkeypatch):
     use_dirs(monkeypatch, tmp_path)
     real, calls = C._train, []
 

@@ -22,13 +22,6 @@ from lab.optim.orthogonalize import (  # noqa: E402
 pytestmark = pytest.mark.skipif(not kernels.INTERPRET, reason="kernels module imported before TRITON_INTERPRET=1")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the interpreter is single-threaded numpy anyway, and 2 OMP threads thrash on a shared box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def gaussian(*shape, seed=0):

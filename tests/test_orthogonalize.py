@@ -29,13 +29,6 @@ def scalar_map(coeffs, sigma: np.ndarray) -> np.ndarray:
     return _quintic(X, coeffs).view(-1).numpy()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One BLAS/OMP thread: on the shared 2-core box, 2 spinning OMP threads made SVDs 20-50x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --- big Gaussian matrices: each orthogonalized once (module fixture) ------------------------------------------
