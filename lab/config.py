@@ -92,8 +92,8 @@ PRESETS: dict[str, dict] = {
     # seconds per run, for tests
     "smoke": dict(n_layer=2, n_embd=32, n_head=2, seq_len=32, batch_size=4, steps=12, val_every=6, val_batches=2,
                   ckpt_every=6, momentum_warmup=10, adamw_lr=8e-3, embed_lr=8e-3, head_lr=8e-3, scalar_lr=8e-3),
-    # under a minute per run on a 2-core CPU, Shakespeare bytes (0.4M tokens: 200 steps x 16 x 128)
-    "cpu": dict(steps=200, momentum_warmup=60),  # warmup scaled to the run (modded: 300 of ~1300 steps)
+    # under a minute per run on a 2-core CPU, Shakespeare bytes (0.3M tokens: 150 steps x 16 x 128)
+    "cpu": dict(steps=150, momentum_warmup=45),  # warmup scaled to the run (modded: 300 of ~1300 steps)
     # the seed plan's gated nGPT on FineWeb10B (GPT-2 tokens), one H100
     "h100": dict(model="gated_ngpt", n_layer=11, n_embd=768, n_head=6, seq_len=1024, vocab_size=50304,
                  data="fineweb", batch_size=32, steps=400, val_every=50, val_batches=16, ckpt_every=200,
