@@ -47,8 +47,21 @@ def routing_table(model: torch.nn.Module, config) -> list[dict]:
             lr = config.adamw_lr if config.optimizer == "adamw" else adam_lr.get(kind, config.scalar_lr)
             wd = config.adam_weight_decay if kind != "scalar" else 0.0  # never decay gains/scalers/gates
         rows.append(dict(name=name, shape=list(p.shape), optimizer="muon" if on_muon else "adamw", group=kind,
-                         lr=lr, weight_decay=wd, sphere_dim=sphere.get(name)))
+                         lr=lr, weight_decay=wd, sphere_dim=sphere.get(name),
+                         update=update_rule(config, on_muon, sphere.get(name))))
     return rows
+
+
+def update_rule(config, on_muon: bool, sphere_dim: int | None) -> str:
+    """How this parameter is updated, e.g. 'polar_express x5 + normuon + geodesic lr_norm' (for the routing table)."""
+    parts = [f"{config.orthogonalizer} x{config.ns_steps}"] if on_muon else ["adamw"]
+    parts += ["normuon"] * (on_muon and config.normuon) + ["cautious_wd"] * config.cautious_wd
+    geodesic = on_muon and sphere_dim is not None and config.geodesic != "none"
+    if geodesic:
+        parts.append(f"geodesic {config.geodesic}")
+    elif sphere_dim is not None:
+        parts.append(f"project every {config.project_every}")
+    return " + ".join(parts)
 
 
 def build_optimizers(model: torch.nn.Module, config) -> tuple[list[torch.optim.Optimizer], list[dict]]:
