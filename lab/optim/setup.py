@@ -106,4 +106,6 @@ def build_optimizers(model: torch.nn.Module, config) -> tuple[list[torch.optim.O
 def format_routing(rows: list[dict]) -> str:
     """The routing table as markdown (printed at start and saved in the run directory)."""
     import pandas as pd
-    return pd.DataFrame(rows).to_markdown(index=False)
+    df = pd.DataFrame(rows)
+    df["sphere_dim"] = ["-" if r["sphere_dim"] is None else r["sphere_dim"] for r in rows]  # not NaN
+    return df.to_markdown(index=False)
