@@ -32,7 +32,7 @@ def _section(text: str, heading: str) -> str:
 
 def _headline_numbers(section: str) -> list[float]:
     line = next(ln for ln in section.splitlines() if ln.startswith("**Headline:**"))
-    return [float(x) for x in re.findall(r"\*\*([-+0-9.eE]+|nan)\*\*", line)]
+    return [float(x) for x in re.findall(r"\*\*([-+0-9.eE]+|nan)x?\*\*", line)]
 
 
 def test_all_benchmarks_tiny(dirs):
@@ -135,3 +135,11 @@ def test_sample_efficiency_reads_campaign_records(dirs):
     # seed 0: 5.0 reached at step 5 -> 5/12; seed 1: 6 + 6 * (5.5 - 5.0) / (5.5 - 4.6) = 9.33 -> 0.778
     expected = (5.0 / 12 + (6 + 6 * 0.5 / 0.9) / 12) / 2
     assert _headline_numbers(body) == [pytest.approx(expected, abs=1e-3)]
+
+    # a sweep still running (a run without a final summary) is not read: its best arm would mean nothing
+    rows.append({"arm": "muon lr=0.3", "seed": 0, "run_id": "notfinished0", "overrides": {"optimizer": "muon",
+                                                                                          "lr": 0.3}})
+    records.write_json(runs / "campaigns" / "lr_sweep-smoke.json",
+                       {"campaign": "lr_sweep", "preset": "smoke", "base": {}, "notes": [], "runs": rows})
+    body = bench.bench_sample_efficiency(ctx)
+    assert "own grid" in body and "incomplete (8 of 9 runs final)" in body
