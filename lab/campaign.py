@@ -407,10 +407,14 @@ def _from_lr_sweep(preset: str, key: str, optimizer: str, given: float, notes: l
     if given:
         notes.append(f"{optimizer} {key} = {given} (given as a parameter)")
         return float(given)
+    df = results("lr_sweep", preset)
+    pending = 0 if df.empty else int((~df.status.isin(records.FINAL + ("failed",))).sum())
     best = best_setting("lr_sweep", preset, key, {"optimizer": optimizer})
-    if best is not None:
+    if best is not None and not pending:
         notes.append(f"{optimizer} {key} = {best}: the best {optimizer} arm of lr_sweep at preset {preset}")
         return float(best)
+    if best is not None:  # a half-finished sweep would name a "best" among the arms that happen to be done
+        notes.append(f"lr_sweep at preset {preset} still has {pending} unfinished run(s): not reading a best {key}")
     default = getattr(get_config(preset), key)
     notes.append(f"{optimizer} {key} = {default}: lr_sweep has no finished {optimizer} run at preset {preset}, "
                  "so this is the preset default (run lr_sweep first for a tuned value)")
