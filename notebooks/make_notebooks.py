@@ -40,7 +40,7 @@ NOTEBOOKS = {
               "fair. Writes reports/MUON_LR_SWEEP_REPORT.md; later campaigns read the best lrs from these runs.",
         params=[SEEDS3,
                 'muon_lrs: list[float] = [0.001, 0.003, 0.01, 0.023, 0.05, 0.1]  # peak Muon lr (hidden matrices)',
-                'adamw_lrs: list[float] = [0.001, 0.002, 0.004, 0.008]  # AdamW lrs; the best one is the baseline'],
+                'adamw_lrs: list[float] = [0.001, 0.002, 0.004, 0.008, 0.016, 0.032]  # AdamW lrs (the best one is the baseline)'],
     ),
     "geodesic": dict(
         title="Geodesic Muon updates",
