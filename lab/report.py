@@ -61,9 +61,17 @@ def _ms(x) -> str:
         (f"{x[0]:.4f}" if x else "n/a")
 
 
-def compare(df, a, b, label_b: str | None = None) -> str:
-    """One sentence: does arm `a` beat arm `b` (mean ± std over finished seeds, Welch t-test)?"""
+def compare(df, a, b, label_b: str | None = None, k: int = 1) -> str:
+    """One sentence: does arm `a` beat arm `b` (mean ± std over finished seeds, Welch t-test)?
+
+    When `a` was picked as the best of k candidate arms, the verdict uses the Bonferroni-adjusted p = min(1, k p):
+    picking the best of several arms and testing it alone overstates the evidence."""
     xa, xb, p = _vals(df, a), _vals(df, b), welch(df, a, b)
+    raw = p
+    if p is not None and not math.isnan(p) and k > 1:
+        p = min(1.0, k * p)
+    pstr = (f"Welch p = {raw:.2g}, Bonferroni-adjusted for the best of {k} arms p = {p:.2g}" if k > 1 and
+            raw is not None and not math.isnan(raw) else f"Welch p = {p:.2g}" if p is not None else "")
     a, b = f"`{a}`", label_b or f"`{b}`"
     seeds = f"{len(xa)} seed{'s' * (len(xa) != 1)}" if len(xa) == len(xb) else f"{len(xa)} and {len(xb)} seeds"
     nums = f"{_ms(xa)} vs {_ms(xb)} final val loss over {seeds}"
@@ -72,9 +80,9 @@ def compare(df, a, b, label_b: str | None = None) -> str:
     if math.isnan(p):
         return f"no significant difference between {a} and {b} ({nums}, Welch p undefined: zero variance)"
     if p >= 0.05:
-        return f"no significant difference between {a} and {b} ({nums}, Welch p = {p:.2g})"
+        return f"no significant difference between {a} and {b} ({nums}, {pstr})"
     verb = "beats" if sum(xa) / len(xa) < sum(xb) / len(xb) else "loses to"
-    return f"{a} {verb} {b}: {nums}, Welch p = {p:.2g}"
+    return f"{a} {verb} {b}: {nums}, {pstr}"
 
 
 def arm_table(df, baseline: str | None) -> pd.DataFrame:
@@ -187,7 +195,10 @@ def render_report(name: str, preset: str | None = None) -> str:
         if baseline is None or treat is None:
             answer = f"No answer yet: no finished {'baseline' if baseline is None else 'treatment'} arm."
         else:
-            answer = compare(df, treat, baseline, f"the baseline `{baseline}`") + "."
+            rest = df[df.arm != baseline]
+            for key, v in (spec.get("treatment") or {}).items():
+                rest = rest[rest[key] == v]
+            answer = compare(df, treat, baseline, f"the baseline `{baseline}`", k=rest.arm.nunique()) + "."
             answer = answer[0].upper() + answer[1:]
         metric = ["## Success metric", "",
                   f"Final validation loss (lower is better), mean ± std over seeds; baseline `{baseline}`, "

@@ -130,3 +130,16 @@ def test_report_errors(dirs):
         R.render_report("nope")
     with pytest.raises(FileNotFoundError, match="no records of campaign geodesic"):
         R.render_report("geodesic")
+
+
+def test_best_of_k_arms_is_bonferroni_adjusted():
+    """Picking the best of k arms and testing it alone overstates the evidence: the verdict uses min(1, k p)."""
+    import pandas as pd
+    rows = [dict(arm=a, status="finished", final_val_loss=v) for a, vs in
+            {"base": [1.000, 1.010, 1.005], "t": [0.992, 0.997, 0.987]}.items() for v in vs]
+    df = pd.DataFrame(rows)
+    p = R.welch(df, "t", "base")
+    assert 0.025 < p < 0.05
+    assert R.compare(df, "t", "base").startswith("`t` beats `base`")
+    adjusted = R.compare(df, "t", "base", k=2)
+    assert adjusted.startswith("no significant difference") and f"p = {min(1, 2 * p):.2g}" in adjusted
