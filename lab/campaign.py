@@ -459,11 +459,15 @@ def orthogonality_check(config) -> dict:
     model(x, y)[1].backward()
     name = next(r["name"] for r in routing_table(model, config) if r["optimizer"] == "muon")
     G = dict(model.named_parameters())[name].grad.detach().float().cpu()
-    out = {"param": name, "shape": list(G.shape)}
+    g_sv = torch.linalg.svdvals(G / G.norm())  # descending
+    k = int((g_sv >= 1e-3).sum())  # directions inside the design range of the orthogonalizers (sigma >= 1e-3)
+    out = {"param": name, "shape": list(G.shape), "signal_dirs": k, "dirs": len(g_sv)}
     for label, O in (("gradient", G / G.norm()), ("newton_schulz", newton_schulz(G.bfloat16(), config.ns_steps)),
                      ("polar_express", polar_express(G.bfloat16(), config.ns_steps))):
         sv = torch.linalg.svdvals(O.float())
-        out[label] = {"min": sv.min().item(), "median": sv.median().item(), "max": sv.max().item()}
+        top = sv[:k]  # odd polynomials are monotone on [0, 1]: the top k outputs are the images of those k inputs
+        out[label] = {"min": sv.min().item(), "median": sv.median().item(), "max": sv.max().item(),
+                      "signal_min": top.min().item(), "signal_max": top.max().item()}
     return out
 
 

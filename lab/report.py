@@ -152,10 +152,13 @@ def _verify_answer(df, preset) -> tuple[str, list[str]]:
     fin = df[df.status == "finished"]
     p = C.runs_dir() / "campaigns" / f"verify-{preset}.checks.json"
     chk = records.read_json(p) if p.exists() else None
-    sv = lambda k: f"[{chk[k]['min']:.3f}, {chk[k]['max']:.3f}] (median {chk[k]['median']:.3f})"
-    ortho = f"; one orthogonalized real gradient (`{chk['param']}`, {chk['shape']}) has singular values " \
-            f"{sv('newton_schulz')} with Newton-Schulz and {sv('polar_express')} with Polar Express " \
-            f"(normalized gradient: {sv('gradient')})" if chk else ""
+    sv = lambda k: f"[{chk[k]['signal_min']:.3f}, {chk[k]['signal_max']:.3f}]"
+    ortho = (f"; one real gradient at init (`{chk['param']}`, {chk['shape']}) has {chk['signal_dirs']} of "
+             f"{chk['dirs']} singular directions inside the orthogonalizers' design range (normalized sigma >= 1e-3), "
+             f"and there its orthogonalized singular values are {sv('newton_schulz')} with Newton-Schulz and "
+             f"{sv('polar_express')} with Polar Express (the remaining near-null directions stay small: the init "
+             f"gradient's median normalized sigma is {chk['gradient']['median']:.1e})"
+             if chk and "signal_dirs" in chk else "")
     if len(fin) == len(df) and len(df):
         ans = f"Yes: {len(fin)}/{len(df)} Muon run(s) finished, final val loss {_ms(fin.final_val_loss.tolist())}"
         ans += ortho

@@ -114,12 +114,14 @@ def test_verify_report_and_cli(dirs, capsys):
     fake_campaign("verify", {"muon lr=0.02": ({"optimizer": "muon"}, [5.3])})
     d = C.runs_dir() / C.results("verify", "smoke").run_id[0]
     records.atomic_write(d / "routing.md", "| name | optimizer |\n|---|---|\n| w | muon |\n")
-    sv = {"min": 0.7, "median": 0.9, "max": 1.1}
+    sv = {"min": 0.01, "median": 0.9, "max": 1.1, "signal_min": 0.7, "signal_max": 1.1}
     records.write_json(C.runs_dir() / "campaigns" / "verify-smoke.checks.json",
-                       {"param": "w", "shape": [4, 4], "gradient": sv, "newton_schulz": sv, "polar_express": sv})
+                       {"param": "w", "shape": [4, 4], "signal_dirs": 3, "dirs": 4, "gradient": sv,
+                        "newton_schulz": sv, "polar_express": sv})
     assert main(["report", "verify"]) == 0
     out = capsys.readouterr().out
-    assert "**Answer.** Yes: 1/1 Muon run(s) finished" in out and "singular values [0.700, 1.100]" in out
+    assert "**Answer.** Yes: 1/1 Muon run(s) finished" in out and "3 of 4 singular directions" in out
+    assert "[0.700, 1.100] with Newton-Schulz" in out
     assert "## Routing" in out and "| w | muon |" in out
     assert (dirs / "reports" / "VERIFY_REPORT.md").exists()
     assert (dirs / "reports" / "figs" / "verify_curves.png").exists()
