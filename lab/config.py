@@ -38,7 +38,7 @@ class Config:
     # --- optimizer ---
     optimizer: str = "muon"        # muon (hybrid) | adamw (every parameter on AdamW: the baseline)
     lr: float = 0.02               # peak Muon lr for hidden matrices (spectral-norm units)
-    adamw_lr: float = 4e-3         # baseline AdamW lr (optimizer=adamw), tuned per preset
+    adamw_lr: float = 4e-3         # baseline AdamW lr (optimizer=adamw); each preset sets the value its sweep found
     embed_lr: float = 4e-3         # hybrid: AdamW lr of the token embedding
     head_lr: float = 4e-3          # hybrid: AdamW lr of lm_head
     scalar_lr: float = 4e-3        # hybrid: AdamW lr of 0-D/1-D params (alphas, scalers, gates, gains)
@@ -93,7 +93,8 @@ PRESETS: dict[str, dict] = {
     "smoke": dict(n_layer=2, n_embd=32, n_head=2, seq_len=32, batch_size=4, steps=12, val_every=6, val_batches=2,
                   ckpt_every=6, momentum_warmup=10, adamw_lr=8e-3, embed_lr=8e-3, head_lr=8e-3, scalar_lr=8e-3),
     # under a minute per run on a 2-core CPU, Shakespeare bytes (0.3M tokens: 150 steps x 16 x 128)
-    "cpu": dict(steps=150, momentum_warmup=45),  # warmup scaled to the run (modded: 300 of ~1300 steps)
+    # adamw_lr: the best of lr_sweep's AdamW sweep (0.001 ... 0.032, 3 seeds; reports/MUON_LR_SWEEP_REPORT.md)
+    "cpu": dict(steps=150, momentum_warmup=45, adamw_lr=8e-3),  # warmup scaled to the run (modded: 300 of ~1300)
     # the seed plan's gated nGPT on FineWeb10B (GPT-2 tokens), one H100
     "h100": dict(model="gated_ngpt", n_layer=11, n_embd=768, n_head=6, seq_len=1024, vocab_size=50304,
                  data="fineweb", batch_size=32, steps=400, val_every=50, val_batches=16, ckpt_every=200,
