@@ -16,14 +16,6 @@ SECTIONS = ["## 1. Orthogonalization", "## 2. Optimizer step overhead", "## 3. T
 FIGS = ["bench_scalar_maps.png", "bench_ortho_tradeoff.png", "bench_optimizer.png", "bench_sample_efficiency.png"]
 
 
-@pytest.fixture
-def dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAB_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("LAB_REPORTS_DIR", str(tmp_path / "reports"))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    return tmp_path
-
-
 def _section(text: str, heading: str) -> str:
     start = text.index(heading)
     nxt = text.find("\n## ", start + 1)

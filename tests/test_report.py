@@ -11,14 +11,6 @@ from lab.cli import main
 from lab.config import get_config
 
 
-@pytest.fixture
-def dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAB_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("LAB_REPORTS_DIR", str(tmp_path / "reports"))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    return tmp_path
-
-
 def fake_campaign(name: str, arms: dict, preset: str = "smoke", notes=()) -> None:
     """arms: label -> (overrides, [outcome per seed]); an outcome is a final val loss, "diverged" or "failed"."""
     rows = []
