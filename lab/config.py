@@ -76,8 +76,12 @@ class Config:
         return dataclasses.asdict(self)
 
     def run_id(self) -> str:
-        """A run's identity: a hash of every field that changes its numbers (not where records go)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_IDENTITY}
+        """A run's identity: a hash of the fields that can change its numbers. Where records go, and settings this
+        run never reads (adamw_lr in a Muon run, Muon's settings in an AdamW run, beta2 without NorMuon), are left
+        out, so changing such a default does not orphan finished runs."""
+        unread = _NOT_IDENTITY | (_MUON_ONLY if self.optimizer == "adamw" else {"adamw_lr"})
+        unread |= set() if self.normuon else {"beta2"}
+        d = {k: v for k, v in self.to_dict().items() if k not in unread}
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     @property
@@ -86,6 +90,8 @@ class Config:
 
 
 _NOT_IDENTITY = {"runs_dir", "data_dir", "campaign", "wandb", "wandb_project", "ckpt_every"}  # where, not what
+_MUON_ONLY = {"lr", "embed_lr", "head_lr", "scalar_lr", "momentum", "momentum_start", "momentum_warmup", "nesterov",
+              "weight_decay", "orthogonalizer", "ns_steps", "normuon", "beta2", "geodesic", "use_kernels"}
 
 # Defaults live here; a preset only lists what it changes from the dataclass defaults.
 PRESETS: dict[str, dict] = {

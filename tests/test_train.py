@@ -129,3 +129,19 @@ def test_bad_input_refused_before_any_work(tmp_path, capsys, argv, needle):
 def test_unknown_preset_refused():
     with pytest.raises(ValueError, match="valid presets: smoke, cpu, h100"):
         get_config("huge")
+
+
+def test_run_id_ignores_only_what_a_run_never_reads(tmp_path):
+    muon = get_config("smoke")
+    assert muon.run_id() == get_config("smoke", adamw_lr=0.5).run_id()  # Muon runs never read adamw_lr
+    assert muon.run_id() == get_config("smoke", beta2=0.5).run_id()  # nor beta2 without NorMuon
+    assert muon.run_id() != get_config("smoke", lr=0.5).run_id()
+    assert get_config("smoke", normuon=True).run_id() != get_config("smoke", normuon=True, beta2=0.5).run_id()
+    adamw = get_config("smoke", optimizer="adamw")
+    assert adamw.run_id() == get_config("smoke", optimizer="adamw", lr=0.5, orthogonalizer="polar_express").run_id()
+    assert adamw.run_id() != get_config("smoke", optimizer="adamw", adamw_lr=0.5).run_id()
+    assert muon.run_id() == get_config("smoke", runs_dir="elsewhere", wandb="offline").run_id()
+    # and "never reads" is true: the numbers are the same
+    a = T.train(cfg(tmp_path / "a"), progress=False)
+    b = T.train(cfg(tmp_path / "b", adamw_lr=0.5), progress=False)
+    assert a["final_val_loss"] == b["final_val_loss"]
