@@ -180,10 +180,7 @@ class DistributedMuon(SimpleMuon):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate(closure)
         slots, world = self._slots(), self.world
         pending = []  # (work, received views, chunk, send buffer): alive until waited
         for base in range(0, len(slots), world):

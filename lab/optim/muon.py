@@ -102,12 +102,17 @@ class SimpleMuon(torch.optim.Optimizer):
         else:
             p.sub_((lr * D).to(p.dtype))
 
+    @staticmethod
+    def _evaluate(closure):
+        """The torch.optim closure protocol: re-evaluate the loss with grad enabled (None without a closure)."""
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate(closure)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
