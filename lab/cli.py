@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 
 from lab.config import PRESETS, get_config, parse_overrides
@@ -77,12 +79,24 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
+    from lab.records import RunLocked
+    # the command as typed, for meta.json (notebook kernels and campaign workers inherit it; their argv is a launcher)
+    own = "LAB_COMMAND" not in os.environ
+    if own:
+        os.environ["LAB_COMMAND"] = shlex.join(["python", "-m", "lab", *argv])
     try:
         return args.fn(args)
+    except RunLocked as e:  # another process is training this run: it stays the only writer
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except (ValueError, FileNotFoundError) as e:  # bad input or missing data: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if own:
+            os.environ.pop("LAB_COMMAND", None)
 
 
 if __name__ == "__main__":

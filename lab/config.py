@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, fields
 
 MODELS = ("ngpt", "gated_ngpt", "gpt")
@@ -22,6 +23,7 @@ class Config:
     n_layer: int = 4
     n_embd: int = 128
     n_head: int = 4
+    alpha_init: float = 0.05       # nGPT eigen step size alpha_A, alpha_M at init (NVIDIA 0.05; the plan: 0.15)
     seq_len: int = 128             # T
     vocab_size: int = 256          # bytes for shakespeare; 50304 (padded GPT-2) for fineweb
     # --- data ---
@@ -46,8 +48,8 @@ class Config:
     adam_eps: float = 1e-10
     adam_weight_decay: float = 0.0  # nGPT trains with wd 0 (its weights are re-projected anyway)
     momentum: float = 0.95         # Muon momentum after warmup
-    momentum_start: float = 0.85   # Muon momentum at step 0, linear to `momentum` over momentum_warmup steps
-    momentum_warmup: int = 300
+    momentum_start: float = 0.85   # Muon momentum at step 0, linear to `momentum` ...
+    momentum_warmup_frac: float = 0.25  # ... over this fraction of `steps` (modded: 300 of ~1300)
     nesterov: bool = True
     weight_decay: float = 0.0      # Muon decoupled weight decay at step 0, decays linearly to 0
     orthogonalizer: str = "newton_schulz"  # newton_schulz (Keller quintic) | polar_express
@@ -63,7 +65,7 @@ class Config:
     warmup_frac: float = 0.0
     warmdown_frac: float = 0.3     # linear warmdown to 0 over the last fraction of steps
     # --- eval / records ---
-    val_every: int = 50
+    val_every: int = 0             # evaluate every N steps; 0 = auto: steps // 16 (>= 16 points per curve)
     val_batches: int = 8
     ckpt_every: int = 100          # 0 = only at the end
     diverge_factor: float = 1.5    # loss > factor * initial loss (or non-finite) => diverged
@@ -81,8 +83,19 @@ class Config:
         out, so changing such a default does not orphan finished runs."""
         unread = _NOT_IDENTITY | (_MUON_ONLY if self.optimizer == "adamw" else {"adamw_lr"})
         unread |= set() if self.normuon else {"beta2"}
+        unread |= {"alpha_init"} if self.model == "gpt" else set()  # the GPT baseline has no eigen step sizes
         d = {k: v for k, v in self.to_dict().items() if k not in unread}
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def eval_every(self) -> int:
+        """Steps between evaluations: val_every, or steps // 16 (at least 1) when val_every is 0."""
+        return self.val_every or max(1, self.steps // 16)
+
+    @property
+    def momentum_warmup(self) -> int:
+        """Muon momentum warmup in steps (a fraction of the run, so runs of any length warm up alike)."""
+        return round(self.momentum_warmup_frac * self.steps)
 
     @property
     def tokens_per_step(self) -> int:
@@ -90,21 +103,21 @@ class Config:
 
 
 _NOT_IDENTITY = {"runs_dir", "data_dir", "campaign", "wandb", "wandb_project", "ckpt_every"}  # where, not what
-_MUON_ONLY = {"lr", "embed_lr", "head_lr", "scalar_lr", "momentum", "momentum_start", "momentum_warmup", "nesterov",
+_MUON_ONLY = {"lr", "embed_lr", "head_lr", "scalar_lr", "momentum", "momentum_start", "momentum_warmup_frac", "nesterov",
               "weight_decay", "orthogonalizer", "ns_steps", "normuon", "beta2", "geodesic", "use_kernels"}
 
 # Defaults live here; a preset only lists what it changes from the dataclass defaults.
 PRESETS: dict[str, dict] = {
     # seconds per run, for tests
     "smoke": dict(n_layer=2, n_embd=32, n_head=2, seq_len=32, batch_size=4, steps=12, val_every=6, val_batches=2,
-                  ckpt_every=6, momentum_warmup=10, adamw_lr=8e-3, embed_lr=8e-3, head_lr=8e-3, scalar_lr=8e-3),
-    # under a minute per run on a 2-core CPU, Shakespeare bytes (0.3M tokens: 150 steps x 16 x 128)
-    # adamw_lr: the best of lr_sweep's AdamW sweep (0.001 ... 0.032, 3 seeds; reports/MUON_LR_SWEEP_REPORT.md)
-    "cpu": dict(steps=150, momentum_warmup=45, adamw_lr=8e-3),  # warmup scaled to the run (modded: 300 of ~1300)
-    # the seed plan's gated nGPT on FineWeb10B (GPT-2 tokens), one H100
+                  ckpt_every=6, adamw_lr=8e-3, embed_lr=8e-3, head_lr=8e-3, scalar_lr=8e-3),
+    # the plan's 400 steps on Shakespeare bytes (0.8M tokens: 400 x 16 x 128); ~8 min per run on one core of the
+    # 2-core build machine. adamw_lr: lr_sweep's best AdamW lr at this preset (reports/MUON_LR_SWEEP_REPORT.md)
+    "cpu": dict(steps=400, adamw_lr=8e-3),
+    # the seed plan's gated nGPT on FineWeb10B (GPT-2 tokens), one H100; alpha 0.15 is the plan's
     "h100": dict(model="gated_ngpt", n_layer=11, n_embd=768, n_head=6, seq_len=1024, vocab_size=50304,
-                 data="fineweb", batch_size=32, steps=400, val_every=50, val_batches=16, ckpt_every=200,
-                 adamw_lr=2e-3, embed_lr=2e-3, head_lr=2e-3, scalar_lr=2e-3, project_every=7),
+                 data="fineweb", batch_size=32, steps=400, val_every=25, val_batches=16, ckpt_every=200,
+                 alpha_init=0.15, adamw_lr=2e-3, embed_lr=2e-3, head_lr=2e-3, scalar_lr=2e-3, project_every=7),
 }
 
 
@@ -173,22 +186,25 @@ def parse_overrides(items: list[str]) -> dict:
 def validate(c: Config) -> None:
     """Refuse impossible values, naming the value and what is allowed."""
     for f in fields(Config):
+        v = getattr(c, f.name)
         ch = _choices(f.name)
-        if ch and getattr(c, f.name) not in ch:
-            raise ValueError(f"config: {f.name}={getattr(c, f.name)!r}; valid choices: {', '.join(ch)}")
-    for name in ("lr", "adamw_lr", "embed_lr", "head_lr", "scalar_lr", "adam_eps"):
+        if ch and v not in ch:
+            raise ValueError(f"config: {f.name}={v!r}; valid choices: {', '.join(ch)}")
+        if any(isinstance(x, float) and not math.isfinite(x) for x in (v if isinstance(v, tuple) else (v,))):
+            raise ValueError(f"config: {f.name}={v!r} must be a finite number (nan and inf are refused)")
+    for name in ("lr", "adamw_lr", "embed_lr", "head_lr", "scalar_lr", "adam_eps", "alpha_init"):
         if not getattr(c, name) > 0:
             raise ValueError(f"config: {name}={getattr(c, name)!r} must be > 0")
-    for name in ("momentum", "momentum_start", "beta2"):
+    for name in ("momentum", "momentum_start", "beta2", "momentum_warmup_frac"):
         if not 0 <= getattr(c, name) < 1:
             raise ValueError(f"config: {name}={getattr(c, name)!r} must be in [0, 1)")
     if len(c.adam_betas) != 2 or not all(0 <= b < 1 for b in c.adam_betas):
         raise ValueError(f"config: adam_betas={c.adam_betas!r} must be two numbers in [0, 1)")
     for name in ("n_layer", "n_embd", "n_head", "seq_len", "vocab_size", "batch_size", "grad_accum", "steps",
-                 "ns_steps", "project_every", "val_every", "val_batches"):
+                 "ns_steps", "project_every", "val_batches"):
         if getattr(c, name) < 1:
             raise ValueError(f"config: {name}={getattr(c, name)!r} must be >= 1")
-    for name in ("weight_decay", "adam_weight_decay", "grad_clip", "momentum_warmup", "ckpt_every"):
+    for name in ("weight_decay", "adam_weight_decay", "grad_clip", "ckpt_every", "val_every", "seed"):
         if getattr(c, name) < 0:
             raise ValueError(f"config: {name}={getattr(c, name)!r} must be >= 0")
     if c.n_embd % c.n_head or (c.n_embd // c.n_head) % 2:

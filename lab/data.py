@@ -276,10 +276,10 @@ class TokenData:
                              f"lower seq_len")
         return np.cumsum([0] + counts)
 
-    def _batch(self, shards, cum, rng) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw the global batch of B*world_size starts, keep this rank's B, and cut (x, y)."""
-        starts = rng.integers(0, cum[-1], size=self.B * self.world_size)  # (B*world_size,)
-        starts = starts[self.rank * self.B:(self.rank + 1) * self.B]       # (B,)
+    def _batch(self, shards, cum, rng, ranks: int = 1, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw B*ranks starts, keep slice `rank` of B, and cut (x, y)."""
+        starts = rng.integers(0, cum[-1], size=self.B * ranks)  # (B*ranks,)
+        starts = starts[rank * self.B:(rank + 1) * self.B]       # (B,)
         rows = []
         for s in starts:
             k = int(np.searchsorted(cum, s, side="right")) - 1  # shard holding global start s
@@ -295,10 +295,12 @@ class TokenData:
         """
         if step < 0 or micro < 0:
             raise ValueError(f"train_batch: step={step}, micro={micro} must be >= 0")
-        return self._batch(self.train, self._train_cum, _rng(_TRAIN_STREAM, self.seed, step, micro))
+        return self._batch(self.train, self._train_cum, _rng(_TRAIN_STREAM, self.seed, step, micro),
+                           self.world_size, self.rank)  # this rank's slice of the global batch
 
     def val_batch(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validation (x, y) number i (0 <= i < config.val_batches), the same for every run and seed.
+        """Validation (x, y) number i (0 <= i < config.val_batches), the same for every run, seed and world size
+        (B windows whatever the rank: evaluation splits the val batches over ranks, not the windows).
 
         Starts come from numpy's Generator seeded with SeedSequence([1, 1234, i]).
         """
@@ -310,6 +312,16 @@ class TokenData:
         return (f"TokenData({self.name}: {len(self.train)} train shards / {self.train_tokens:,} tokens, "
                 f"{len(self.val)} val shards / {self.val_tokens:,} tokens, vocab {self.vocab_size}, "
                 f"B={self.B}, T={self.T}, rank {self.rank}/{self.world_size})")
+
+
+def check_vocab(tokens: np.ndarray, path, vocab_size: int) -> np.ndarray:
+    """`tokens` if every id is < vocab_size (one vectorized max per shard), else ShardError naming the file: an
+    id past the embedding table would only fail mid-run as an IndexError."""
+    top = int(tokens.max()) if len(tokens) else -1
+    if top >= vocab_size:
+        raise ShardError(f"shard {path}: token id {top} >= vocab_size={vocab_size} (a shard of another tokenizer? "
+                         f"set vocab_size to at least {top + 1} or rebuild the shard)")
+    return tokens
 
 
 def shard_paths(name: str, data_dir) -> tuple[list[Path], list[Path], int]:
@@ -327,7 +339,8 @@ def load_data(config, rank: int = 0, world_size: int = 1) -> TokenData:
     if config.vocab_size < vocab:
         raise ValueError(f"config: vocab_size={config.vocab_size} is smaller than the {config.data} vocabulary "
                          f"({vocab} tokens)")
-    return TokenData([load_shard(p) for p in train_paths], [load_shard(p) for p in val_paths],
+    train, val = ([check_vocab(load_shard(p), p, config.vocab_size) for p in ps] for ps in (train_paths, val_paths))
+    return TokenData(train, val,
                      vocab_size=vocab, batch_size=config.batch_size, seq_len=config.seq_len, seed=config.seed,
                      rank=rank, world_size=world_size, name=config.data)
 

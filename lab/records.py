@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import platform
+import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,18 +21,36 @@ from pathlib import Path
 import torch
 
 FINAL = ("finished", "diverged")  # a run in one of these states is never retrained
+RECORD_FILES = ("config.json", "routing.md", "routing.json", "meta.json", "metrics.jsonl", "summary.json", "ckpt.pt")
+LOCK_FILE = "lock"  # holds the pid of the process training the run (an flock: dropped by the kernel when it dies)
+
+
+class CorruptRecord(ValueError):
+    """A record file that cannot be read; the message names the file."""
+
+
+class RunLocked(RuntimeError):
+    """Another process holds the run's lock (it is training that run right now)."""
+
+
+def warn(msg: str) -> None:
+    print(f"[lab] {msg}", file=sys.stderr, flush=True)
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are for everyone to read
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are for everyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, obj) -> None:
@@ -37,24 +58,43 @@ def write_json(path: Path, obj) -> None:
 
 
 def read_json(path: Path):
-    return json.loads(Path(path).read_text())
+    """The parsed file; CorruptRecord naming it if it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptRecord(f"{path}: not valid JSON ({e})") from None
 
 
 def read_summary(run_dir: Path) -> dict | None:
+    """summary.json of a run, None if there is none; CorruptRecord naming the file if it cannot be read."""
     p = Path(run_dir) / "summary.json"
-    return read_json(p) if p.exists() else None
+    if not p.exists():
+        return None
+    s = read_json(p)
+    if not isinstance(s, dict) or "status" not in s:
+        raise CorruptRecord(f"{p}: not a run summary (no status)")
+    return s
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """Rows of metrics.jsonl; a torn last line (a kill mid-write) is ignored."""
+    """Rows of metrics.jsonl. A line that does not parse (a kill or a full disk mid-append tears the last one) is
+    dropped with a warning naming the file and line; the rows after it are kept."""
     p = Path(run_dir) / "metrics.jsonl"
+    if not p.exists():
+        return []
+    lines = p.read_text().split("\n")
     rows = []
-    if p.exists():
-        for line in p.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or "step" not in row:
+                raise ValueError("not a metrics row")
+            rows.append(row)
+        except ValueError:
+            torn = i == len(lines)  # no newline after it: the write never finished
+            warn(f"{p}: dropped {'a torn last line' if torn else f'unreadable line {i}'} ({line[:60]!r})")
     return rows
 
 
@@ -65,10 +105,16 @@ def truncate_metrics(run_dir: Path, step: int) -> None:
 
 
 class MetricsLog:
-    """Appends one JSON line per step. Rows after the last checkpoint are rewritten on resume."""
+    """Appends one JSON line per step. The log always agrees with the state the run continues from: a run that
+    starts at step 0 starts a fresh log, a run resumed at step k keeps exactly the rows before k."""
 
-    def __init__(self, run_dir: Path):
-        self.f = open(Path(run_dir) / "metrics.jsonl", "a")
+    def __init__(self, run_dir: Path, start: int = 0):
+        path = Path(run_dir) / "metrics.jsonl"
+        if start == 0:
+            atomic_write(path, "")
+        else:
+            truncate_metrics(run_dir, start)
+        self.f = open(path, "a")
 
     def log(self, row: dict) -> None:
         self.f.write(json.dumps(row) + "\n")
@@ -76,6 +122,66 @@ class MetricsLog:
 
     def close(self) -> None:
         self.f.close()
+
+
+class RunLock:
+    """One writer per run: an exclusive, non-blocking flock on runs/<id>/lock, held while the run trains.
+
+    The kernel drops an flock when its process dies, so a kill -9 never leaves a stale lock. A second process on
+    the same run gets RunLocked at once, naming the run and the holder's pid."""
+
+    def __init__(self, run_dir: Path, run_id: str):
+        self.path, self.run_id, self.f = Path(run_dir) / LOCK_FILE, run_id, None
+
+    def acquire(self) -> RunLock:
+        import fcntl
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            f.close()
+            raise RunLocked(f"run {self.run_id} is being trained by another process (pid {pid}; lock {self.path}): "
+                            "not starting a second writer") from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self.f = f
+        return self
+
+    def release(self) -> None:
+        if self.f is not None:
+            self.f.truncate(0)  # no pid claims a free run (the file stays: unlinking it would race a new holder)
+            self.f.close()  # closing the descriptor drops the flock
+            self.f = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def is_locked(run_dir: Path) -> bool:
+    """True if a process holds the run's lock right now (it is being trained)."""
+    p = Path(run_dir) / LOCK_FILE
+    if not p.exists():
+        return False
+    try:
+        RunLock(p.parent, "").acquire().release()
+        return False
+    except RunLocked:
+        return True
+
+
+def clean_leftovers(run_dir: Path) -> list[Path]:
+    """Remove the temp files of interrupted atomic writes (`.<record>.XXXX`); returns what was removed."""
+    gone = [p for name in RECORD_FILES for p in Path(run_dir).glob(f".{name}.*")]
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
 
 
 def _git(*args: str) -> str | None:
@@ -104,24 +210,67 @@ def versions() -> dict:
     return out
 
 
+def command() -> str:
+    """The command the user typed: LAB_COMMAND (set by the CLI, inherited by campaign notebook kernels and workers,
+    whose own argv is a kernel launcher), else this process's argv."""
+    return os.environ.get("LAB_COMMAND") or shlex.join(sys.argv)
+
+
 def run_meta(device: torch.device, world_size: int = 1) -> dict:
-    """Code version, library versions and hardware: what makes a run log self-describing (modded-nanogpt)."""
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    """Code version, library versions and hardware: what makes a run log self-describing (modded-nanogpt).
+    git_dirty looks at tracked code only: reports/ and runs/ are what the lab writes itself."""
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)reports", ":(exclude)runs")
     return {"git_commit": _git("rev-parse", "HEAD") or None, "git_dirty": bool(status) if status is not None else None,
             "versions": versions(), "device": device_name(device), "world_size": world_size,
-            "platform": platform.platform(), "hostname": platform.node(), "argv": sys.argv}
+            "platform": platform.platform(), "hostname": platform.node(), "command": command()}
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save to a temp file, fsync, os.replace: a kill leaves the old checkpoint or the new one."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+            fault("ckpt_written")  # tests: a kill after the temp file is complete, before it replaces ckpt.pt
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=True)  # a checkpoint is data, never code
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint's tensors, on the CPU (load_state_dict moves them to each parameter's device; the RNG state must
+    stay a CPU ByteTensor). CorruptRecord naming the file if it cannot be read."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)  # a checkpoint is data, never code
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, pickle.UnpicklingError) as e:
+        raise CorruptRecord(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") \
+            from None
+
+
+def fault(point: str) -> None:
+    """Fault injection for tests/test_faults.py: LAB_FAULT=<point> kills this process (SIGKILL) at that point."""
+    if os.environ.get("LAB_FAULT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+WANDB_TIMEOUT_S = 10.0  # give up on a wandb server that does not answer within this (the run goes on)
+
+
+def _unreachable(url: str, timeout: float) -> str | None:
+    """Why `url` cannot be reached (connection refused, DNS, timeout), or None if it answers at all."""
+    import urllib.error
+    import urllib.request
+    try:
+        urllib.request.urlopen(url, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # it answered (with an error status): reachable
+    except Exception as e:  # noqa: BLE001
+        return f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+    return None
 
 
 class WandbMirror:
@@ -132,12 +281,19 @@ class WandbMirror:
         if config.wandb == "disabled":
             return
         try:
+            if config.wandb == "online":  # an unreachable server would hold wandb.init for ~100 s of retries
+                url = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+                down = _unreachable(url, timeout=WANDB_TIMEOUT_S / 2)
+                if down:
+                    raise ConnectionError(f"{url} unreachable ({down})")
             import wandb
             self.run = wandb.init(project=config.wandb_project, group=config.campaign or None, name=run_id,
                                   id=run_id, resume="allow", config=config.to_dict(), dir=str(run_dir),
-                                  mode=config.wandb, reinit="create_new")
+                                  mode=config.wandb, reinit="create_new",
+                                  settings=wandb.Settings(init_timeout=WANDB_TIMEOUT_S))
         except Exception as e:  # noqa: BLE001 - wandb is a mirror, never a requirement
-            print(f"[lab] wandb disabled for this run: {type(e).__name__}: {e}", file=sys.stderr)
+            warn(f"wandb mirror off for run {run_id}, which goes on without it: {type(e).__name__}: "
+                 f"{str(e).splitlines()[0][:200]}")
 
     def log(self, row: dict) -> None:
         if self.run is not None:

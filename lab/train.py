@@ -3,6 +3,10 @@
 Data flow: config -> build_model + build_optimizers (routing) -> loop over batch(seed, step) -> forward, backward,
 opt.step(), sphere projection on schedule -> metrics line -> checkpoint -> summary.json.
 Rerunning a config resumes from its last checkpoint and ends with the numbers an uninterrupted run gives.
+
+One writer per run: the run directory's lock is held while it trains (a second process on the same run stops at
+once with RunLocked). The metrics log always agrees with the state the run continues from, temp files of
+interrupted writes are removed, and a corrupt checkpoint is moved aside (ckpt.pt.corrupt) and the run restarts.
 """
 from __future__ import annotations
 
@@ -24,7 +28,9 @@ from lab.optim.schedules import lr_multiplier, muon_momentum, weight_decay_multi
 from lab.optim.setup import build_optimizers, format_routing
 from lab.optim.sphere import max_sphere_drift, project_to_sphere
 
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16, for the MFU estimate
+# dense bf16 peak FLOP/s for the MFU estimate; the first name found in the device name wins (H100 PCIe and NVL
+# before the SXM default)
+PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 def resolve_device(config: Config) -> torch.device:
@@ -41,16 +47,36 @@ def autocast_ctx(config: Config, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def projected_weights(model, enabled: bool):
+    """Project the sphere matrices for the duration of the block, then restore them bit for bit: evaluation sees
+    the model on the sphere while the training trajectory (lazy projection) is exactly what it would be without."""
+    params = [p for _, p, _ in getattr(model, "sphere_params", tuple)()] if enabled else []
+    saved = [p.detach().clone() for p in params]
+    if params:
+        project_to_sphere(model)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved):
+                p.copy_(s)
+
+
 @torch.no_grad()
-def evaluate(model, data, config, device, ctx) -> float:
+def evaluate(model, data, config, device, ctx, rank: int = 0, world: int = 1) -> float:
+    """Mean val loss over config.val_batches batches (the same windows at any world size: ranks split the batches),
+    on projected weights when projection is lazy."""
     model.eval()
-    losses = []
-    for i in range(config.val_batches):
-        x, y = (t.to(device) for t in data.val_batch(i))
-        with ctx:
-            losses.append(model(x, y)[1].float())
+    total = torch.zeros(2, device=device)  # (sum of batch losses, number of batches)
+    with projected_weights(model, config.project_every > 1):
+        for i in range(rank, config.val_batches, world):
+            x, y = (t.to(device) for t in data.val_batch(i))
+            with ctx:
+                total += torch.stack([model(x, y)[1].float(), torch.ones((), device=device)])
     model.train()
-    return distributed.mean_scalar(torch.stack(losses).mean()).item()
+    total = distributed.sum_tensor(total)
+    return (total[0] / total[1]).item()
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -77,43 +103,66 @@ def set_schedules(optimizers, config: Config, step: int) -> dict:
     return row
 
 
+def _final_summary(run_dir: Path) -> dict | None:
+    """The summary of a finished or diverged run, else None. An unreadable summary.json is reported (one line) and
+    treated as absent: the run resumes from its checkpoint, or retrains."""
+    try:
+        s = records.read_summary(run_dir)
+    except records.CorruptRecord as e:
+        records.warn(f"{e}: ignoring it, the run resumes from its checkpoint (or starts again)")
+        return None
+    return s if s and s["status"] in records.FINAL else None
+
+
 def train(config: Config, progress: bool = True, _stop_at: int | None = None) -> dict:
     """Train one run; return its summary (the content of summary.json). Resumes if a checkpoint exists.
 
-    A finished or diverged run is returned as recorded, never retrained. An exception is recorded as
-    status "failed" and re-raised; an interrupt (Ctrl-C, a kill) leaves the last checkpoint to resume from.
-    `_stop_at` simulates a kill right after that step (tests use it to check resume == uninterrupted).
+    A finished or diverged run is returned as recorded, never retrained. Another process training the same run
+    raises RunLocked before any work. An exception is recorded as status "failed" and re-raised; an interrupt
+    (Ctrl-C, a kill) leaves the last checkpoint to resume from. `_stop_at` simulates a kill right after that step.
     """
     rank, world = distributed.setup()
     run_id = config.run_id()
     run_dir = Path(config.runs_dir) / run_id
-    done = records.read_summary(run_dir)
-    if done and done["status"] in records.FINAL:
+    done = _final_summary(run_dir)
+    if done:
         return done
     device = resolve_device(config) if world == 1 else distributed.device(config)
-    data = load_data(config, rank=rank, world_size=world)  # refuses T > data before any work
-    torch.manual_seed(config.seed)
-    model = build_model(config).to(device)
-    optimizers, routing = build_optimizers(model, config)
-    optimizers = distributed.wrap(optimizers, model, world)
+    data = load_data(config, rank=rank, world_size=world)  # refuses T > data, bad shards, before any work
+    lock = records.RunLock(run_dir, run_id)
+    held = None
     if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        records.write_json(run_dir / "config.json", config.to_dict())
-        records.atomic_write(run_dir / "routing.md", format_routing(routing) + "\n")
-        records.write_json(run_dir / "routing.json", routing)
-        records.write_json(run_dir / "meta.json", {"run_id": run_id, **records.run_meta(device, world)})
-        if progress:
-            print(f"[lab] run {run_id}: {config.model} / {config.optimizer} for {config.steps} steps on {device}"
-                  f" -> {run_dir}")
-    run = Run(config, run_id, run_dir, device, model, optimizers, data, master=rank == 0, world=world)
+        try:
+            lock.acquire()
+        except records.RunLocked as e:
+            held = str(e)
+    held = distributed.broadcast_object(held)
+    if held:
+        raise records.RunLocked(held)
+    run = None
     try:
+        done = _final_summary(run_dir)  # another process may have finished it while we waited for the lock
+        if done:
+            return done
+        if rank == 0:
+            for p in records.clean_leftovers(run_dir):
+                records.warn(f"removed {p}, the temp file of an interrupted write")
+        run = Run(config, run_id, run_dir, device, data, master=rank == 0, world=world, progress=progress)
         status, val = run.loop(progress, _stop_at)
+        summary = run.finish(status, val)
     except Exception as e:
-        run.finish("failed", None, error=f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+        error = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+        if run is not None:
+            run.finish("failed", None, error=error)
+        elif rank == 0:
+            records.write_json(run_dir / "summary.json", {
+                "run_id": run_id, "status": "failed", "campaign": config.campaign, "steps": 0,
+                "final_val_loss": None, "best_val_loss": None, "error": error})
         raise
     finally:
-        run.close()
-    summary = run.finish(status, val)
+        if run is not None:
+            run.close()
+        lock.release()
     distributed.barrier()  # every rank returns once rank 0 has written summary.json
     return summary
 
@@ -121,31 +170,54 @@ def train(config: Config, progress: bool = True, _stop_at: int | None = None) ->
 class Run:
     """The state of one run between checkpoints: model, optimizers, step, elapsed time, best val loss."""
 
-    def __init__(self, config, run_id, run_dir, device, model, optimizers, data, master, world):
+    def __init__(self, config, run_id, run_dir, device, data, master, world, progress=False):
         self.config, self.run_id, self.run_dir, self.device = config, run_id, run_dir, device
-        self.model, self.optimizers, self.data, self.master, self.world = model, optimizers, data, master, world
-        self.fwd = torch.compile(model) if config.compile else model
+        self.data, self.master, self.world, self.rank = data, master, world, distributed.rank()
+        torch.manual_seed(config.seed)
+        self.model = build_model(config).to(device)
+        optimizers, routing = build_optimizers(self.model, config)
+        self.optimizers = distributed.wrap(optimizers, self.model, world)
+        if master:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            records.write_json(run_dir / "config.json", config.to_dict())
+            records.atomic_write(run_dir / "routing.md", format_routing(routing) + "\n")
+            records.write_json(run_dir / "routing.json", routing)
+            records.write_json(run_dir / "meta.json", {"run_id": run_id, **records.run_meta(device, world)})
+            if progress:
+                print(f"[lab] run {run_id}: {config.model} / {config.optimizer} for {config.steps} steps on {device}"
+                      f" -> {run_dir}")
+        self.fwd = torch.compile(self.model) if config.compile else self.model
         self.ctx = autocast_ctx(config, device)
         self.ckpt_path = run_dir / "ckpt.pt"
         self.start, self.elapsed = 0, 0.0
         self.state = {"best_val": math.inf, "first_loss": None, "max_drift": 0.0, "diverged_at": None}
         if self.ckpt_path.exists():
             self.resume()
-        self.log = records.MetricsLog(run_dir) if master else None
+        self.done = self.start  # training steps in the current state
+        self.log = records.MetricsLog(run_dir, self.start) if master else None
         self.mirror = records.WandbMirror(config, run_dir, run_id) if master else None
 
     def resume(self) -> None:
-        ck = records.load_checkpoint(self.ckpt_path, map_location=self.device)
+        """Load the checkpoint (on the CPU; load_state_dict moves tensors to the run's device). An unreadable one
+        is moved aside to ckpt.pt.corrupt and the run starts again from step 0."""
+        try:
+            ck, err = records.load_checkpoint(self.ckpt_path), None
+        except records.CorruptRecord as e:
+            ck, err = None, str(e)
+        if not distributed.all_true(ck is not None):
+            if self.master:
+                self.ckpt_path.replace(self.ckpt_path.with_name("ckpt.pt.corrupt"))
+                records.warn(f"{err or 'a rank could not read ' + str(self.ckpt_path)}: moved to ckpt.pt.corrupt, "
+                             "the run starts again from step 0")
+            return
         self.model.load_state_dict(ck["model"])
         for opt, sd in zip(self.optimizers, ck["optimizers"]):
             opt.load_state_dict(sd)
-        torch.set_rng_state(ck["rng"])
+        torch.set_rng_state(ck["rng"].cpu())  # set_rng_state takes only a CPU ByteTensor
         self.start, self.elapsed, self.state = ck["step"], ck["elapsed"], ck["state"]
-        if self.master:
-            records.truncate_metrics(self.run_dir, self.start)  # rows after the checkpoint are recomputed
-            if ck.get("world", 1) != self.world:  # optimizer state is world-size independent; the batch is not
-                print(f"[lab] resuming a checkpoint written by {ck.get('world', 1)} process(es) on {self.world}: "
-                      f"global batch is now {self.world} x batch_size")
+        if self.master and ck.get("world", 1) != self.world:  # optimizer state is world-size independent
+            print(f"[lab] resuming a checkpoint written by {ck.get('world', 1)} process(es) on {self.world}: "
+                  f"global batch is now {self.world} x batch_size")
 
     def checkpoint(self, step: int) -> None:
         """Called on every rank (gathering sharded optimizer state is a collective); rank 0 writes the file."""
@@ -165,15 +237,19 @@ class Run:
                 micro_loss = self.fwd(x, y)[1] / cfg.grad_accum
             micro_loss.backward()
             loss += micro_loss.detach()
-        distributed.sync_grads(model, self.world)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+        grad_norm = distributed.sync_and_clip(model, self.optimizers, self.world, cfg.grad_clip)
         for opt in self.optimizers:
             opt.step()
         model.zero_grad(set_to_none=True)
         if (step + 1) % cfg.project_every == 0 and hasattr(model, "sphere_params"):  # lazy: after every N-th step
             self.state["max_drift"] = max(self.state["max_drift"], max_sphere_drift(model))
             project_to_sphere(model)
-        return distributed.mean_scalar(loss).item(), grad_norm.item()
+        return distributed.mean_scalar(loss).item(), grad_norm
+
+    def evaluate(self) -> float:
+        val = evaluate(self.model, self.data, self.config, self.device, self.ctx, self.rank, self.world)
+        self.state["best_val"] = min(self.state["best_val"], val)
+        return val
 
     def loop(self, progress: bool, stop_at: int | None) -> tuple[str, float | None]:
         cfg, state = self.config, self.state
@@ -183,12 +259,12 @@ class Run:
         for step in bar:
             t_eval = time.perf_counter()
             row = {"step": step}
-            if step % cfg.val_every == 0:
-                row["val_loss"] = evaluate(self.model, self.data, cfg, self.device, self.ctx)
-                state["best_val"] = min(state["best_val"], row["val_loss"])
+            if step % cfg.eval_every == 0:
+                row["val_loss"] = self.evaluate()
             t0 = time.perf_counter()
             row |= set_schedules(self.optimizers, cfg, step)
             loss, grad_norm = self.train_step(step)
+            self.done = step + 1
             dt = time.perf_counter() - t0  # training time only: tokens/s excludes evaluation
             self.elapsed += time.perf_counter() - t_eval
             tps = cfg.tokens_per_step * self.world / dt
@@ -204,8 +280,7 @@ class Run:
                 self.checkpoint(step + 1)
             if stop_at is not None and step == stop_at:
                 raise KeyboardInterrupt(f"simulated kill after step {step}")
-        val = evaluate(self.model, self.data, cfg, self.device, self.ctx)
-        state["best_val"] = min(state["best_val"], val)
+        val = self.evaluate()
         self.emit({"step": cfg.steps, "val_loss": val, "elapsed_s": self.elapsed})
         return "finished", val
 
@@ -220,12 +295,15 @@ class Run:
             self.mirror.finish()
 
     def finish(self, status: str, val: float | None, error: str | None = None) -> dict:
-        """Write summary.json (rank 0) and drop the checkpoint of a run that will never resume."""
+        """Write summary.json (rank 0) and drop the checkpoint of a run that will never resume. `steps` is the
+        number of training steps of the final state (a diverged run counts the step that diverged)."""
+        if self.master:
+            self.log.f.flush()
         rows = records.read_metrics(self.run_dir)
         tps = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r][1:]  # step 0 includes warm-up
         losses = [r["train_loss"] for r in rows if "train_loss" in r]
         s = self.state
-        summary = {"run_id": self.run_id, "status": status, "campaign": self.config.campaign, "steps": len(losses),
+        summary = {"run_id": self.run_id, "status": status, "campaign": self.config.campaign, "steps": self.done,
                    "final_val_loss": val, "best_val_loss": s["best_val"] if math.isfinite(s["best_val"]) else None,
                    "final_train_loss": losses[-1] if losses else None, "diverged_at": s["diverged_at"],
                    "wall_time_s": self.elapsed, "tokens_per_s": sum(tps) / len(tps) if tps else None,

@@ -147,8 +147,11 @@ def test_rank_slices_union(tmp_path):
         xw, yw = whole.train_batch(step, micro)
         xs, ys = zip(*(p.train_batch(step, micro) for p in parts), strict=True)
         assert torch.equal(torch.cat(xs), xw) and torch.equal(torch.cat(ys), yw)
-    xv = torch.cat([p.val_batch(1)[0] for p in parts])
-    assert torch.equal(xv, whole.val_batch(1)[0])
+    # validation does not depend on the world size: every rank sees the same B windows of val batch i
+    # (evaluation splits the val batches over ranks), so val losses at any world size are on the same tokens
+    same_b = [load_data(_cfg(tmp_path, batch_size=8), rank=r, world_size=2) for r in range(2)]
+    for i in range(3):
+        assert all(torch.equal(p.val_batch(i)[0], whole.val_batch(i)[0]) for p in same_b)
 
 
 def test_val_batches_fixed_across_seeds(tmp_path):
@@ -173,6 +176,15 @@ def test_vocab_too_small_refused(tmp_path):
     _fake_fineweb(tmp_path)
     with pytest.raises(ValueError, match="vocab_size=256.*50257"):
         load_data(_cfg(tmp_path, vocab_size=256))
+
+
+def test_token_ids_past_vocab_size_refused_at_load(tmp_path):
+    """A shard of another tokenizer fails at load with the file's name, not mid-run with an IndexError."""
+    d = _fake_fineweb(tmp_path)
+    write_shard(d / (data.FINEWEB_TRAIN % 2), np.array([1, 2, 60000, 3] * 100))
+    with pytest.raises(ShardError, match=r"fineweb_train_000002.bin: token id 60000 >= vocab_size=50304"):
+        load_data(_cfg(tmp_path))
+    assert load_data(_cfg(tmp_path, vocab_size=60001)).vocab_size == data.FINEWEB_VOCAB
 
 
 def test_fineweb_missing(tmp_path):

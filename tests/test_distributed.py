@@ -178,7 +178,8 @@ def test_two_processes_match_one(dist, arm):
     s1, s2 = records.read_summary(dist["tmp"] / "one" / arm / one.run_id()), records.read_summary(run_dirs[0])
     assert s2["status"] == "finished" and s2["steps"] == 4
     assert records.read_json(run_dirs[0] / "meta.json")["world_size"] == 2
-    assert abs(s1["final_val_loss"] - s2["final_val_loss"]) < 1e-4
+    # val sets are (val_batches x batch_size) windows at any world size: batch 2b vs b per process differ
+    assert abs(s1["final_train_loss"] - s2["final_train_loss"]) < 1e-4
     # averaged, not summed, gradients: Muon and Adam are nearly blind to the gradient's scale, the norm is not
     rows1 = records.read_metrics(dist["tmp"] / "one" / arm / one.run_id())
     rows2 = records.read_metrics(run_dirs[0])

@@ -6,7 +6,7 @@ import torch
 
 from lab.config import get_config
 from lab.models import MODELS, build_model, flops_per_token, num_params
-from lab.models.ngpt import ALPHA_INIT, NGPT, GatedNGPT, lerp_residual, unit
+from lab.models.ngpt import NGPT, GatedNGPT, lerp_residual, unit
 from lab.optim.sphere import max_sphere_drift, project_to_sphere
 
 ALL = list(MODELS)
@@ -75,8 +75,8 @@ def test_eigen_learning_rates_at_init():
     for b in model.blocks:
         for stored in (b.attn_alpha, b.mlp_alpha, b.attn.sqk):
             torch.testing.assert_close(stored, torch.full((d,), base))
-        torch.testing.assert_close(b.alpha_attn(), torch.full((d,), ALPHA_INIT))
-        torch.testing.assert_close(b.alpha_mlp(), torch.full((d,), ALPHA_INIT))
+        torch.testing.assert_close(b.alpha_attn(), torch.full((d,), cfg.alpha_init))
+        torch.testing.assert_close(b.alpha_mlp(), torch.full((d,), cfg.alpha_init))
         torch.testing.assert_close(b.attn.sqk_eff(), torch.ones(cfg.n_head, d // cfg.n_head))
         torch.testing.assert_close(b.mlp.suv, torch.ones(8 * d))
         torch.testing.assert_close(b.mlp.suv_eff(), torch.full((8 * d,), math.sqrt(d)))
@@ -85,7 +85,19 @@ def test_eigen_learning_rates_at_init():
     # the reparam is linear: doubling the stored alpha doubles the effective one
     with torch.no_grad():
         model.blocks[0].attn_alpha.mul_(2)
-    torch.testing.assert_close(model.blocks[0].alpha_attn(), torch.full((d,), 2 * ALPHA_INIT))
+    torch.testing.assert_close(model.blocks[0].alpha_attn(), torch.full((d,), 2 * cfg.alpha_init))
+
+
+@pytest.mark.parametrize("alpha_init", [0.05, 0.15])
+def test_alpha_init_is_the_effective_alpha_at_init(alpha_init):
+    """alpha_init (the plan's 0.15, NVIDIA's 0.05) is what the block uses at init; the stored value stays at
+    base scale 1/sqrt(d), so the eigen learning rate of alpha scales with alpha_init."""
+    cfg = get_config("smoke", alpha_init=alpha_init)
+    b = build_model(cfg).blocks[0]
+    torch.testing.assert_close(b.attn_alpha, torch.full((cfg.n_embd,), cfg.n_embd**-0.5))
+    torch.testing.assert_close(b.alpha_mlp(), torch.full((cfg.n_embd,), alpha_init))
+    assert get_config("h100").alpha_init == 0.15 and get_config("cpu").alpha_init == 0.05
+    assert get_config("smoke", alpha_init=0.15).run_id() != get_config("smoke").run_id()
 
 
 def test_lerp_residual():
@@ -106,7 +118,7 @@ def test_block_alpha_zero_and_one():
         block.attn_alpha.zero_()
         block.mlp_alpha.zero_()
         torch.testing.assert_close(block(h), h, atol=1e-6, rtol=0)
-        one = block.base_scale / ALPHA_INIT  # stored value whose effective alpha is 1
+        one = block.base_scale / cfg.alpha_init  # stored value whose effective alpha is 1
         block.attn_alpha.fill_(one)
         block.mlp_alpha.fill_(one)
         h1 = unit(block.attn(h))

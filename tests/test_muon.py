@@ -166,7 +166,7 @@ def test_cautious_adamw_matches_torch_adamw_when_all_aligned_and_masks_otherwise
     grads = [torch.rand(6, 5) + 0.1 for _ in range(3)]  # positive grads: Adam update u > 0, aligned with p > 0
     a, b = torch.nn.Parameter(p0.clone()), torch.nn.Parameter(p0.clone())
     ref = torch.optim.AdamW([a], lr=0.01, weight_decay=0.1, betas=(0.8, 0.95), eps=1e-10)
-    ours = CautiousAdamW([dict(params=[b], cwd=0.1)], lr=0.01, weight_decay=0.0, betas=(0.8, 0.95), eps=1e-10)
+    ours = CautiousAdamW([dict(params=[b], cwd=0.1)], lr=0.01, betas=(0.8, 0.95), eps=1e-10)
     for g in grads:
         a.grad, b.grad = g.clone(), g.clone()
         ref.step()
@@ -174,13 +174,31 @@ def test_cautious_adamw_matches_torch_adamw_when_all_aligned_and_masks_otherwise
     torch.testing.assert_close(b.detach(), a.detach(), atol=1e-6, rtol=0)
     c = torch.nn.Parameter(p0.clone())  # negative grads: update opposes the weight, no decay at all
     plain = torch.nn.Parameter(p0.clone())
-    o1 = CautiousAdamW([dict(params=[c], cwd=0.1)], lr=0.01, weight_decay=0.0)
+    o1 = CautiousAdamW([dict(params=[c], cwd=0.1)], lr=0.01)
     o2 = torch.optim.AdamW([plain], lr=0.01, weight_decay=0.0)
     for g in grads:
         c.grad, plain.grad = -g.clone(), -g.clone()
         o1.step()
         o2.step()
     torch.testing.assert_close(c.detach(), plain.detach())
+
+
+def test_cautious_adamw_mixed_signs_against_float64_and_skips_params_without_grad():
+    """Mixed signs: each coordinate is decayed iff its Adam update and weight agree (float64 re-derivation); a
+    parameter whose grad is None is neither stepped nor decayed (the old version decayed it)."""
+    g = torch.Generator().manual_seed(3)
+    p0, grads = torch.randn(5, 4, generator=g), [torch.randn(5, 4, generator=g) for _ in range(3)]
+    p, idle = torch.nn.Parameter(p0.clone()), torch.nn.Parameter(torch.ones(3))
+    opt = CautiousAdamW([dict(params=[p, idle], cwd=0.3)], lr=0.05, betas=(0.8, 0.95), eps=1e-10)
+    w, m, v = p0.double(), torch.zeros(5, 4, dtype=torch.float64), torch.zeros(5, 4, dtype=torch.float64)
+    for t, gr in enumerate(grads, 1):
+        p.grad = gr.clone()
+        opt.step()
+        m, v = 0.8 * m + 0.2 * gr.double(), 0.95 * v + 0.05 * gr.double() ** 2
+        u = (m / (1 - 0.8**t)) / ((v / (1 - 0.95**t)).sqrt() + 1e-10)
+        w = w - 0.05 * (u + 0.3 * (u * w >= 0) * w)
+    torch.testing.assert_close(p.detach().double(), w, atol=1e-6, rtol=0)
+    assert torch.equal(idle.detach(), torch.ones(3)) and idle not in opt.state
 
 
 # --- geodesic steps on the sphere (ALGORITHMS.md 9, 13.21) ---
@@ -212,6 +230,58 @@ def test_geodesic_step_decreases_linear_loss_and_matches_retraction(mode):
     retr = W + torch.tan(torch.as_tensor(theta)) * T / T.norm(dim=1, keepdim=True)
     retr = retr / retr.norm(dim=1, keepdim=True)
     torch.testing.assert_close(geodesic_step(W.double(), -G.double(), lr, 1, mode).float(), retr, atol=1e-5, rtol=0)
+
+
+def _unit_along(shape, dim, seed=0, dtype=torch.float32):
+    W = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    return (W / W.norm(dim=dim, keepdim=True)).to(dtype)
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+@pytest.mark.parametrize("mode", ["lr", "lr_norm"])
+def test_geodesic_muon_with_a_constant_gradient_stays_on_the_sphere(dim, mode):
+    """A constant gradient turns every vector toward its update until the tangent part is rounding noise: the step
+    must neither leave the sphere nor follow that noise (the bug: drift 0.17-0.22 from step 20 on)."""
+    p = torch.nn.Parameter(_unit_along((32, 64), dim))
+    G = torch.randn(32, 64, generator=torch.Generator().manual_seed(1))
+    opt = SimpleMuon([{"params": [p], "sphere_dim": dim}], lr=0.2, momentum=0.9, geodesic=mode)
+    drift = []
+    for _ in range(500):
+        p.grad = G.clone()
+        opt.step()
+        drift.append((p.detach().norm(dim=dim) - 1).abs().max().item())
+        assert torch.isfinite(p).all()
+    assert max(drift) < 1e-5, (max(drift), drift.index(max(drift)))
+
+
+@pytest.mark.parametrize("mode", ["lr", "lr_norm"])
+def test_geodesic_step_with_direction_parallel_to_w_does_not_move(mode):
+    W = _unit_along((8, 16), 1)
+    for D in (3 * W, -2 * W, torch.zeros_like(W)):
+        out = geodesic_step(W, D, lr=0.3, dim=1, mode=mode)
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out, W, atol=0, rtol=0)
+    D = 3 * W
+    D[0] += torch.randn(16)  # one vector with a real tangent part moves, the parallel ones stay
+    out = geodesic_step(W, D, lr=0.3, dim=1, mode=mode)
+    assert (out[0] - W[0]).norm() > 1e-3 and torch.equal(out[1:], W[1:])
+
+
+@pytest.mark.parametrize("mode", ["lr", "lr_norm"])
+def test_geodesic_on_bf16_parameters_computes_in_fp32(mode):
+    """bf16 params: the step is computed in fp32 and cast back; norms stay within bf16 rounding (no accumulation),
+    and the step agrees with the fp32 step up to that rounding."""
+    W16 = _unit_along((16, 32), 1, dtype=torch.bfloat16)
+    G = torch.randn(16, 32, generator=torch.Generator().manual_seed(2))
+    out = geodesic_step(W16, -G, lr=0.1, dim=1, mode=mode)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), geodesic_step(W16.float(), -G, 0.1, 1, mode).bfloat16().float())
+    p = torch.nn.Parameter(W16.clone())
+    opt = SimpleMuon([{"params": [p], "sphere_dim": 1}], lr=0.2, momentum=0.9, geodesic=mode)
+    for _ in range(200):
+        p.grad = G.bfloat16()
+        opt.step()
+    assert (p.detach().float().norm(dim=1) - 1).abs().max() < 1e-2  # bf16 has 8 mantissa bits: 2^-8 = 4e-3
 
 
 def test_geodesic_muon_on_ngpt_keeps_unit_norm_without_projection():

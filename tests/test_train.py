@@ -1,4 +1,5 @@
 """The training loop: complete run records, resume == uninterrupted, divergence/failure recorded, bad input refused."""
+import inspect
 import json
 
 import pytest
@@ -93,10 +94,12 @@ def test_every_option_trains_and_is_recorded(tmp_path, overrides):
 def test_lazy_projection_runs_exactly_on_schedule(tmp_path, monkeypatch, every, expected):
     calls = []
     real = T.project_to_sphere
-    monkeypatch.setattr(T, "project_to_sphere", lambda m: (calls.append(1), real(m)))
+    monkeypatch.setattr(T, "project_to_sphere", lambda m: (calls.append(inspect.stack()[1].function), real(m)))
     c = cfg(tmp_path, project_every=every, steps=12, optimizer="adamw", adamw_lr=0.02)
     s = T.train(c, progress=False)
-    assert len(calls) == expected  # after optimizer steps k with (k + 1) % every == 0
+    assert calls.count("train_step") == expected  # after optimizer steps k with (k + 1) % every == 0
+    # evaluations (steps 0, 6 and the end) see projected weights when projection is lazy, and only then
+    assert calls.count("projected_weights") == (3 if every > 1 else 0)
     assert s["max_sphere_drift"] > 0
 
 

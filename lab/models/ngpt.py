@@ -15,7 +15,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ALPHA_INIT = 0.05  # alpha_A, alpha_M at init (NVIDIA/ngpt; lucidrains uses 1/depth)
 # The sphere table: module name -> the axis of its .weight that the norm reduces, i.e. the embedding axis
 # (nn.Linear stores (out, in): rows of the input projections, columns of the output projections).
 SPHERE_DIM = {"wte": 1, "lm_head": 1, "wq": 1, "wk": 1, "wv": 1, "w_fc": 1, "wo": 0, "w_proj": 0}
@@ -124,6 +123,8 @@ class Block(nn.Module):
         self.base_scale = d**-0.5
         self.attn = Attention(config)
         self.mlp = MLP(config)
+        # alpha_A, alpha_M: used as stored * (alpha_init / base_scale), alpha_init at init (config; NVIDIA 0.05)
+        self.alpha_init = config.alpha_init
         self.attn_alpha = nn.Parameter(torch.full((d,), self.base_scale))  # alpha_A, stored at base_scale
         self.mlp_alpha = nn.Parameter(torch.full((d,), self.base_scale))  # alpha_M
         # gated nGPT: per-channel gates on the step sizes, 2*sigmoid(0) = 1 so a gated block starts as nGPT's
@@ -131,7 +132,7 @@ class Block(nn.Module):
         self.mlp_gate = nn.Parameter(torch.zeros(d)) if gated else None
 
     def _alpha(self, alpha: nn.Parameter, gate: nn.Parameter | None) -> torch.Tensor:  # (d,)
-        a = eigen(alpha, ALPHA_INIT, self.base_scale).abs()  # abs (as NVIDIA): a step toward the branch, never away
+        a = eigen(alpha, self.alpha_init, self.base_scale).abs()  # abs (as NVIDIA): a step toward the branch, never away
         return a if gate is None else a * (2 * torch.sigmoid(gate))
 
     def alpha_attn(self) -> torch.Tensor:  # effective alpha_A (gated included), (d,)

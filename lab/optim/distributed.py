@@ -26,6 +26,7 @@ size with the same config changes the global batch from there on.
 from __future__ import annotations
 
 import atexit
+import math
 import os
 from collections import defaultdict
 
@@ -76,6 +77,39 @@ def mean_scalar(t: torch.Tensor) -> torch.Tensor:
     t = t.detach().float().clone()
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t / dist.get_world_size()
+
+
+def sum_tensor(t: torch.Tensor) -> torch.Tensor:
+    """Sum of a tensor over ranks (a copy; `t` itself at world size 1)."""
+    if not dist.is_initialized():
+        return t
+    t = t.detach().clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def broadcast_object(obj):
+    """Rank 0's `obj` on every rank (`obj` itself without a process group)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_true(flag: bool) -> bool:
+    """True if `flag` is true on every rank."""
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor([0.0 if flag else 1.0])
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)  # gloo: CPU tensor
+    return t.item() == 0
+
+
+def sync_and_clip(model: torch.nn.Module, optimizers: list, world: int, grad_clip: float) -> float:
+    """Average gradients over ranks, clip them to `grad_clip` (0 = off) and return the global grad norm."""
+    sync_grads(model, world)
+    return torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf).item()
 
 
 def sync_grads(model: torch.nn.Module, world: int) -> None:

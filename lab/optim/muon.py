@@ -98,7 +98,7 @@ class SimpleMuon(torch.optim.Optimizer):
             mask = cautious_mask(U, p) if group["cautious_wd"] else 1.0
             D = U + wd * mask * p.float()
         if group["geodesic"]:
-            p.copy_(geodesic_step(p.float(), -D, lr, group["sphere_dim"], group["geodesic"]))
+            p.copy_(geodesic_step(p, -D, lr, group["sphere_dim"], group["geodesic"]))  # fp32 inside
         else:
             p.sub_((lr * D).to(p.dtype))
 

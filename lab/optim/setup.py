@@ -6,21 +6,47 @@ import torch
 from lab.optim.muon import SimpleMuon
 
 
-class CautiousAdamW(torch.optim.AdamW):
-    """AdamW whose decoupled decay applies only where the Adam update and the weight share sign (CWD, section 8).
+class CautiousAdamW(torch.optim.Optimizer):
+    """AdamW with cautious weight decay (CWD, arXiv 2510.12402; ALGORITHMS.md section 8), per parameter group:
 
-    The groups carry `cwd` (the decay) and weight_decay=0; the Adam update is recovered as (old - new) / lr.
+        m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2               (fp32 state, as torch.optim.AdamW)
+        u = (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)              # the Adam direction
+        p <- p - lr (u + cwd * [u * p >= 0] * p)                         # decay only where it agrees with the step
+
+    With cwd = 0 it is torch.optim.AdamW(weight_decay=0) (a test checks it). Parameters without a gradient are
+    left alone (neither stepped nor decayed), and nothing is cloned: the mask comes from the pre-step weights.
     """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, cwd=0.0):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, cwd=cwd))
 
     @torch.no_grad()
     def step(self, closure=None):
-        old = [[p.detach().clone() for p in g["params"]] for g in self.param_groups]
-        loss = super().step(closure)
-        for g, olds in zip(self.param_groups, old):
-            if g.get("cwd", 0) > 0:
-                for p, p0 in zip(g["params"], olds):
-                    mask = ((p0 - p) * p0 >= 0).to(p.dtype)  # update direction is (p0 - p) / lr
-                    p.sub_(mask * p0, alpha=g["lr"] * g["cwd"])
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for g in self.param_groups:
+            b1, b2 = g["betas"]
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st["step"] = torch.zeros((), dtype=torch.float32)
+                    st["exp_avg"] = torch.zeros_like(p, dtype=torch.float32)
+                    st["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
+                st["step"] += 1
+                t = st["step"].item()
+                grad = p.grad.float()
+                st["exp_avg"].lerp_(grad, 1 - b1)
+                st["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+                denom = (st["exp_avg_sq"] / (1 - b2**t)).sqrt_().add_(g["eps"])
+                u = st["exp_avg"] / (1 - b1**t) / denom
+                w = p.float()
+                if g["cwd"] > 0:
+                    u += g["cwd"] * (u * w >= 0) * w
+                p.copy_(w - g["lr"] * u)
         return loss
 
 
@@ -89,17 +115,18 @@ def build_optimizers(model: torch.nn.Module, config) -> tuple[list[torch.optim.O
                                      normuon=config.normuon, beta2=config.beta2, cautious_wd=config.cautious_wd,
                                      geodesic=geodesic, use_kernels=config.use_kernels))
     if adam_groups:
-        if config.cautious_wd:  # decay is ours (masked), AdamW's own decay is off
+        betas, eps = tuple(config.adam_betas), config.adam_eps
+        if config.cautious_wd:  # decay is ours (masked)
             for g in adam_groups:
-                g["cwd"], g["weight_decay"] = g["weight_decay"], 0.0
-        cls = CautiousAdamW if config.cautious_wd else torch.optim.AdamW
-        fused = next(model.parameters()).device.type in ("cuda", "cpu")  # fused kernels: one launch per group
-        optimizers.append(cls(adam_groups, lr=config.adamw_lr, betas=tuple(config.adam_betas), eps=config.adam_eps,
-                              fused=fused))
+                g["cwd"] = g.pop("weight_decay")
+            optimizers.append(CautiousAdamW(adam_groups, lr=config.adamw_lr, betas=betas, eps=eps))
+        else:
+            fused = next(model.parameters()).device.type in ("cuda", "cpu")  # fused kernels: one launch per group
+            optimizers.append(torch.optim.AdamW(adam_groups, lr=config.adamw_lr, betas=betas, eps=eps, fused=fused))
     assert sum(len(g["params"]) for o in optimizers for g in o.param_groups) == len(params), "routing lost a param"
     for o in optimizers:  # schedules scale these
         for g in o.param_groups:
-            g["initial_lr"], g["initial_wd"] = g["lr"], g.get("cwd", g["weight_decay"])
+            g["initial_lr"], g["initial_wd"] = g["lr"], g.get("cwd", g.get("weight_decay", 0.0))
     return optimizers, rows
 
 

@@ -21,18 +21,31 @@ def max_sphere_drift(model) -> float:
     return torch.stack(drifts).max().item() if drifts else 0.0
 
 
+GEODESIC_TOL = 1e-4  # a tangent part below this fraction of ||D_i|| is rounding noise: the vector stays put
+
+
 def geodesic_step(W: torch.Tensor, D: torch.Tensor, lr: float, dim: int, mode: str = "lr") -> torch.Tensor:
     """Exact exponential-map step on the product of unit spheres: one sphere per vector of W along `dim`.
 
-    D is the descent direction (e.g. -U). Per vector i (ALGORITHMS.md section 9):
-        T_i = D_i - <D_i, W_i> W_i                 # tangent part (the radial part would only change the norm)
+    D is the descent direction (e.g. -U). Per vector i (ALGORITHMS.md section 9), in fp32 whatever W's dtype:
+        w_i = W_i / ||W_i||                        # the point on the sphere
+        T_i = D_i - <D_i, w_i> w_i                 # tangent part (the radial part would only change the norm)
+        T_i <- T_i - <T_i, w_i> w_i                # second Gram-Schmidt pass: when D_i is nearly parallel to w_i,
+                                                   # T_i is mostly cancellation error and not orthogonal to w_i
         theta_i = lr  ("lr")  or  lr * ||T_i||  ("lr_norm")
-        W_i <- cos(theta_i) W_i + sin(theta_i) T_i / ||T_i||
-    Unit vectors stay unit (T_i is orthogonal to W_i), and a small step decreases a loss whose gradient is -D.
-    A vector with no tangent component (T_i = 0) stays where it is.
+        W_i <- cos(theta_i) w_i + sin(theta_i) T_i / ||T_i||
+    The result is unit to fp32 rounding (w_i and T_i/||T_i|| are orthonormal), and a small step decreases a loss
+    whose gradient is -D. A vector whose tangent part is below GEODESIC_TOL * ||D_i|| (D_i parallel to W_i: the
+    step would follow rounding noise) or that is zero stays where it is. Returns W's shape and dtype.
     """
-    T = D - (D * W).sum(dim, keepdim=True) * W
-    t_norm = T.norm(dim=dim, keepdim=True)  # (m, 1) for rows, (1, n) for columns
-    theta = torch.full_like(t_norm, lr) if mode == "lr" else lr * t_norm
-    theta = torch.where(t_norm > 1e-12, theta, torch.zeros_like(theta))
-    return torch.cos(theta) * W + torch.sin(theta) * (T / t_norm.clamp_min(1e-12))
+    dtype = torch.promote_types(W.dtype, torch.float32)  # fp32 for bf16/fp16/fp32 params (fp64 stays fp64)
+    Wf, Df = W.to(dtype), D.to(dtype)
+    r = Wf.norm(dim=dim, keepdim=True)  # (m, 1) for rows, (1, n) for columns
+    w = Wf / r.clamp_min(1e-30)
+    T = Df - (Df * w).sum(dim, keepdim=True) * w
+    T = T - (T * w).sum(dim, keepdim=True) * w
+    t_norm = T.norm(dim=dim, keepdim=True)
+    moving = (t_norm > GEODESIC_TOL * Df.norm(dim=dim, keepdim=True)) & (r > 0)
+    theta = lr * (torch.ones_like(t_norm) if mode == "lr" else t_norm)
+    out = torch.cos(theta) * w + torch.sin(theta) * (T / t_norm.clamp_min(1e-30))
+    return torch.where(moving, out, Wf).to(W.dtype)
