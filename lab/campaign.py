@@ -1,21 +1,26 @@
-"""Campaigns: grids of runs (arms x seeds) driven by the notebooks in notebooks/, recorded so reports need only records.
+"""Campaigns: grids of runs driven by the notebooks in notebooks/, recorded so that reports need only records.
 
-    run_campaign(name, preset, params)  validate params against the notebook's parameters cell, execute it (papermill)
-    run_headless(name, preset, ...)     the same grid without papermill/jupyter (a bare GPU box)
-    verify / lr_sweep / geodesic / advanced / lazy_projection   one function per campaign: its grid (the notebooks
-                                        call these with their parameters)
-    run_arms(campaign, preset, arms, seeds, ...)   write the manifest, run what is missing, return one row per run
-    best_setting(campaign, preset, key, where)     what a later campaign reads from an earlier one
+    run_campaign(name, preset, params)   check params, then execute notebooks/<name>.ipynb with papermill
+    run_headless(name, preset, **params) the same without papermill/jupyter (a bare GPU box)
+    check_params(name, params)           coerce and validate a notebook's parameters (before papermill, and in it)
+    verify / lr_sweep / horizon / geodesic / advanced / lazy_projection   one function per campaign
 
-A run's identity is its config hash (Config.run_id), so a rerun reuses every finished or diverged run, resumes
-a partial one from its checkpoint and retries a failed one. The manifest runs/campaigns/<campaign>-<preset>.json
-lists arm, seed, run id and overrides of the latest grid of a campaign: a report is rendered from it and the run
-directories alone. LAB_RUNS_DIR / LAB_REPORTS_DIR move runs/ and reports/ (tests point them at tmp dirs).
+A campaign runs in stages (lab.campaign.Grid). A stage that picks a setting (best lr, best feature) runs its grid on
+the selection `seeds`; the chosen arm and its baseline are then rerun on fresh `confirm_seeds` (disjoint), and
+reports judge the winner only there. Every choice is written to the manifest with the grid and seeds it came from;
+later campaigns read lr_sweep's choices from its default-parameter manifest (a narrowed rerun is a variant, with
+its own manifest and report, and redefines nothing).
+
+A run's identity is its config hash (Config.run_id), so a rerun reuses every finished or diverged run (in any
+campaign), resumes a partial one and retries a failed one; a run another process is training is skipped (the
+campaign stops before choosing from an incomplete stage and says so).
 """
 from __future__ import annotations
 
 import ast
 import contextlib
+import hashlib
+import json
 import math
 import os
 import sys
@@ -24,27 +29,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from lab import records
-from lab.config import get_config
+from lab import records, report
+from lab.config import GEODESIC, WANDB_MODES, get_config
+from lab.results import ROOT, best_arm, choice, manifest_path, read_manifest, results, runs_dir
 
-ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-CAMPAIGNS = ("verify", "lr_sweep", "geodesic", "advanced", "lazy_projection")  # `all` runs them in this order
-SECONDS_PER_RUN = {"smoke": 2.0, "cpu": 60.0, "h100": 60.0}  # guesses until a preset has finished runs
-RUN_OVERHEAD_S = 2.0  # per run outside the training loop (model build, data, evaluation)
+CAMPAIGNS = ("verify", "lr_sweep", "horizon", "geodesic", "advanced", "lazy_projection")  # `all`: in this order
 ADVANCED_FEATURES = ("newton_schulz", "polar_express", "normuon", "weight_decay", "cautious_wd")
+SECONDS_PER_RUN = {"smoke": 2.0, "cpu": 500.0, "h100": 120.0}  # guesses until a preset has finished runs
+RUN_OVERHEAD_S = 5.0  # per run outside the training loop (model build, data, evaluations)
 
 
-def runs_dir() -> Path:
-    return Path(os.environ.get("LAB_RUNS_DIR") or ROOT / "runs")
-
-
-def reports_dir() -> Path:
-    return Path(os.environ.get("LAB_REPORTS_DIR") or ROOT / "reports")
-
-
-def manifest_path(campaign: str, preset: str) -> Path:
-    return runs_dir() / "campaigns" / f"{campaign}-{preset}.json"
+class CampaignPending(RuntimeError):
+    """A stage cannot choose yet: some of its runs are being trained by another process."""
 
 
 def notebook_path(name: str) -> Path:
@@ -54,26 +51,19 @@ def notebook_path(name: str) -> Path:
 
 
 # -----------------------------------------------------------------------------------------------------------------
-# parameters: read from the notebook's parameters cell, CLI strings coerced to the declared types
+# parameters: declared in the notebook's parameters cell (the one place for defaults), coerced and checked here
 
-def _parameters_source(name: str) -> str:
-    import json
+def notebook_specs(name: str) -> dict[str, tuple[str, object]]:
+    """{parameter: (type name, default)} from the parameters cell, parsed with ast (no kernel, no papermill)."""
     nb = json.loads(notebook_path(name).read_text())
     cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
         raise ValueError(f"notebook {name} needs exactly one cell tagged `parameters`, found {len(cells)}")
-    src = cells[0]["source"]
-    return "".join(src) if isinstance(src, list) else src
-
-
-def notebook_specs(name: str) -> dict[str, tuple[str, object]]:
-    """{parameter: (type name, default)} from the parameters cell, parsed with ast (no kernel, no papermill)."""
+    src = "".join(cells[0]["source"]) if isinstance(cells[0]["source"], list) else cells[0]["source"]
     out = {}
-    for node in ast.parse(_parameters_source(name)).body:
+    for node in ast.parse(src).body:
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             out[node.target.id] = (ast.unparse(node.annotation), ast.literal_eval(node.value))
-        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            out[node.targets[0].id] = ("None", ast.literal_eval(node.value))
     return out
 
 
@@ -83,12 +73,13 @@ def notebook_parameters(name: str) -> dict:
 
 
 def _coerce_one(value, typ: str):
-    """`value` as type `typ` (int, float, str, bool, list, list[X], dict); CLI strings are parsed. Raises TypeError."""
+    """`value` as type `typ` (int, float, str, bool, list[X]); strings (CLI, plain papermill -p) are parsed."""
     typ = typ.replace(" ", "")
     if typ.startswith("list"):
         if isinstance(value, str):
+            s = value.strip()
             try:
-                value = ast.literal_eval(value.strip() if value.strip().startswith(("[", "(")) else f"[{value}]")
+                value = ast.literal_eval(s if s.startswith(("[", "(")) else f"[{s}]")
             except (ValueError, SyntaxError):
                 raise TypeError from None
         if isinstance(value, tuple):
@@ -97,11 +88,6 @@ def _coerce_one(value, typ: str):
             raise TypeError
         inner = typ[5:-1] if typ.startswith("list[") else None
         return [_coerce_one(v, inner) for v in value] if inner else value
-    if typ == "dict":
-        value = ast.literal_eval(value) if isinstance(value, str) else value
-        if not isinstance(value, dict):
-            raise TypeError
-        return value
     if isinstance(value, str) and typ in ("int", "float", "bool"):
         s = value.strip().lower()
         try:
@@ -116,86 +102,143 @@ def _coerce_one(value, typ: str):
             raise TypeError from None
     if typ == "float" and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if typ == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)
     py = {"int": int, "float": float, "str": str, "bool": bool}.get(typ)
     if py is not None and (not isinstance(value, py) or (py is int and isinstance(value, bool))):
         raise TypeError
     return value
 
 
-def coerce_params(name: str, params: dict, types: dict[str, str]) -> dict:
-    """Check names against `types` ({name: type name}) and coerce values; ValueError lists the valid parameters."""
-    valid = ", ".join(f"{k}: {t}" for k, t in types.items())
-    unknown = sorted(set(params) - set(types))
+# notebook parameter -> the Config field its value(s) set: checked with that field's rules (lab.config.validate)
+FIELD_OF = {"seeds": "seed", "confirm_seeds": "seed", "steps": "steps", "budgets": "steps", "lr": "lr",
+            "muon_lrs": "lr", "adamw_lr": "adamw_lr", "adamw_lrs": "adamw_lr", "aux_lr": "scalar_lr",
+            "aux_lrs": "scalar_lr", "weight_decay": "weight_decay", "frequencies": "project_every"}
+ZERO_MEANS_DEFAULT = {"steps", "lr", "adamw_lr", "aux_lr"}  # 0: the preset default or lr_sweep's choice
+RESULT_FREE = {"preset", "devices", "wandb"}  # parameters that do not change any number (not part of a variant)
+
+
+def _check_value(name: str, key: str, value, preset: str) -> None:
+    bad = lambda why: ValueError(f"campaign {name}: parameter {key}={value!r} {why}")
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not value:
+        raise bad("is empty; give at least one value")
+    if isinstance(value, list) and key != "devices" and len(set(map(str, value))) != len(value):
+        raise bad("has duplicates")
+    if key in FIELD_OF:
+        for v in items:
+            if key in ZERO_MEANS_DEFAULT and v == 0:
+                continue
+            try:
+                get_config(preset, **{FIELD_OF[key]: v})
+            except ValueError as e:
+                raise bad(f"is refused: {e}") from None
+    elif key == "modes":
+        treatments = [m for m in GEODESIC if m != "none"]
+        if any(m not in treatments for m in items):
+            raise bad(f"has an unknown geodesic mode; valid: {', '.join(treatments)} (projection is the baseline)")
+    elif key == "arms":
+        for a in items:
+            advanced_overrides(a, 0.0)
+    elif key == "devices":
+        for d in items:
+            if not (d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit())):
+                raise bad(f"has device {d!r}; valid: auto, cpu, cuda, cuda:N")
+        if len({d.split(":")[0] for d in items}) > 1:
+            raise bad("mixes device kinds; use one of cpu, cuda:N or auto")
+    elif key == "wandb" and value not in WANDB_MODES:
+        raise bad(f"is not a wandb mode; valid: {', '.join(WANDB_MODES)}")
+
+
+def check_params(name: str, params: dict) -> dict:
+    """`params` (strings as typed on the command line or passed by plain `papermill -p`, or Python values) coerced to
+    the types of the notebook's parameters cell and checked with the rules of the config fields they set (lists
+    non-empty, every lr > 0 and finite, known devices and modes, confirmation seeds disjoint from selection seeds).
+    Missing parameters take the notebook's defaults. ValueError names the bad value and what is allowed."""
+    specs = notebook_specs(name)
+    valid = ", ".join(f"{k}: {t}" for k, (t, _) in specs.items())
+    unknown = sorted(set(params) - set(specs))
     if unknown:
         raise ValueError(f"campaign {name}: unknown parameter(s) {unknown}; valid parameters: {valid}")
-    out = {}
+    out = {k: default for k, (_, default) in specs.items()}
     for k, v in params.items():
         try:
-            out[k] = _coerce_one(v, types[k])
+            out[k] = _coerce_one(v, specs[k][0])
         except TypeError:
-            raise ValueError(f"campaign {name}: parameter {k}={v!r} is not a {types[k]}; "
+            raise ValueError(f"campaign {name}: parameter {k}={v!r} is not a {specs[k][0]}; "
                              f"valid parameters: {valid}") from None
+    get_config(out["preset"])  # an unknown preset is refused here
+    for k, v in out.items():
+        _check_value(name, k, v, out["preset"])
+    overlap = set(out.get("seeds", [])) & set(out.get("confirm_seeds", []))
+    if overlap:
+        raise ValueError(f"campaign {name}: confirm_seeds share {sorted(overlap)} with seeds; confirmation seeds "
+                         "must be fresh (disjoint from the selection seeds that picked the winner)")
     return out
 
 
-def run_campaign(name: str, preset: str = "cpu", params: dict | None = None) -> Path:
-    """Execute notebooks/<name>.ipynb with papermill to runs/campaigns/<name>-<preset>.ipynb (it renders the report).
+def variant_tag(name: str, params: dict) -> str:
+    """'' for the notebook's default parameters, else a short hash of the result-changing parameters that differ."""
+    defaults = notebook_parameters(name)
+    diff = {k: v for k, v in params.items() if k not in RESULT_FREE and v != defaults.get(k)}
+    return hashlib.sha1(json.dumps(diff, sort_keys=True).encode()).hexdigest()[:6] if diff else ""
 
-    `name == "all"` runs every campaign in order; a parameter then goes to each notebook that declares it.
-    Parameter names and types are checked against the parameters cell before anything runs.
+
+def run_campaign(name: str, preset: str = "cpu", params: dict | None = None) -> Path:
+    """Check the parameters, then execute notebooks/<name>.ipynb with papermill into
+    runs/<preset>/campaigns/<name>[-<tag>].ipynb (not committed); the notebook renders the report.
+
+    `name == "all"` runs every campaign in order; a parameter then goes to each notebook that declares it, and
+    every notebook's share is checked before the first one runs.
     """
     params = dict(params or {})
-    get_config(preset)  # an unknown preset is refused here
     if "preset" in params:
-        raise ValueError("campaign: give the preset with preset=/--preset, not as a parameter")
+        raise ValueError("campaign: give the preset with --preset, not as a parameter")
     if name == "all":
-        declared = {k for n in CAMPAIGNS for k in notebook_specs(n)} - {"preset"}
+        declared = {k for n in CAMPAIGNS for k in notebook_specs(n)}
         unknown = sorted(set(params) - declared)
         if unknown:
             raise ValueError(f"campaign all: unknown parameter(s) {unknown}; valid parameters: {sorted(declared)}")
-        for n in CAMPAIGNS:  # validate every notebook's share before the first one runs
-            coerce_params(n, {k: v for k, v in params.items() if k in notebook_specs(n)},
-                          {k: t for k, (t, _) in notebook_specs(n).items()})
+        shares = {n: {k: v for k, v in params.items() if k in notebook_specs(n)} for n in CAMPAIGNS}
+        for n in CAMPAIGNS:
+            check_params(n, {**shares[n], "preset": preset})
         out = None
         for n in CAMPAIGNS:
-            out = run_campaign(n, preset, {k: v for k, v in params.items() if k in notebook_specs(n)})
+            out = run_campaign(n, preset, shares[n])
         return out
+    values = check_params(name, {**params, "preset": preset})  # refused here, before papermill starts
     import papermill as pm  # lazily: run_headless and the grid functions work without it
-    nb = notebook_path(name)
-    types = {k: v["inferred_type_name"] for k, v in pm.inspect_notebook(str(nb)).items() if k != "preset"}
-    values = coerce_params(name, params, types)
-    out = runs_dir() / "campaigns" / f"{name}-{preset}.ipynb"
+    tag = variant_tag(name, values)
+    out = manifest_path(name, preset, tag).with_suffix(".ipynb")
     out.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("WANDB_NOTEBOOK_NAME", f"{name}.ipynb")
-    print(f"[lab] campaign {name} (preset {preset}) {values or ''} -> {out}", flush=True)
+    given = {k: values[k] for k in params}
+    print(f"[lab] campaign {name} (preset {preset}{', variant ' + tag if tag else ''}) {given or ''} -> {out}",
+          flush=True)
     try:
-        pm.execute_notebook(str(nb), str(out), parameters={**values, "preset": preset}, kernel_name="python3",
-                            language="python", cwd=str(ROOT), progress_bar=False,
-                            stdout_file=sys.stdout, stderr_file=sys.stderr)
+        pm.execute_notebook(str(notebook_path(name)), str(out), parameters=values, kernel_name="python3",
+                            language="python", cwd=str(ROOT), progress_bar=False, stdout_file=sys.stdout,
+                            stderr_file=sys.stderr, kernel_manager_class="lab.kernel.QuietKernelManager")
     except pm.PapermillExecutionError as e:
+        if e.ename == "CampaignPending":
+            raise CampaignPending(e.evalue) from None
         raise RuntimeError(f"campaign {name}: cell {e.exec_count} raised {e.ename}: {e.evalue} "
                            f"(the executed notebook with the traceback: {out})") from e
     return out
 
 
-def run_headless(name: str, preset: str = "cpu", devices: list | None = None, **params) -> pd.DataFrame:
+def run_headless(name: str, preset: str = "cpu", **params) -> pd.DataFrame:
     """Run a campaign's grid and render its report without papermill or jupyter (same defaults as the notebook)."""
-    from lab import report
-    specs = notebook_specs(name)
-    if devices is not None:
-        params["devices"] = devices
-    types = {k: t for k, (t, _) in specs.items() if k != "preset"}
-    values = {**notebook_parameters(name), **coerce_params(name, params, types)}
-    values["preset"] = preset
+    values = check_params(name, {**params, "preset": preset})
     df = CAMPAIGN_FUNCTIONS[name](**values)
-    report.render_report(name, preset=preset)
+    report.render_report(name, preset, variant_tag(name, values))
     return df
 
 
 # -----------------------------------------------------------------------------------------------------------------
-# running a grid
+# running a grid: stages of arms x seeds, recorded in the manifest as they are run
 
 def _train(config, progress: bool = False) -> dict:
     from lab.train import train  # imported when needed (tests patch this function)
@@ -210,15 +253,16 @@ def _device_override(device: str) -> dict:
         return {}
     import torch
     kind = device.split(":")[0]
-    if kind not in ("cpu", "cuda"):
-        raise ValueError(f"campaign: device {device!r}; valid: auto, cpu, cuda, cuda:N")
     return {} if kind == ("cuda" if torch.cuda.is_available() else "cpu") else {"device": kind}
 
 
 def _record_failure(config, exc: BaseException) -> dict:
     """Make sure a run that raised has a summary saying so (train writes one unless it failed before starting)."""
     run_dir = Path(config.runs_dir) / config.run_id()
-    s = records.read_summary(run_dir)
+    try:
+        s = records.read_summary(run_dir)
+    except records.CorruptRecord:
+        s = None
     if s is None or s.get("status") != "failed":
         s = {"run_id": config.run_id(), "status": "failed", "campaign": config.campaign, "steps": 0,
              "final_val_loss": None, "best_val_loss": None, "error": f"{type(exc).__name__}: {exc}\n"
@@ -228,11 +272,15 @@ def _record_failure(config, exc: BaseException) -> dict:
 
 
 def _run_config(cfg_dict: dict) -> dict:
-    """Train one config given as a dict; a failure is recorded and returned, never raised."""
+    """Train one config given as a dict; a failure is recorded and returned, never raised; a run another process
+    holds is skipped (status running, nothing written)."""
     from lab.config import Config
     config = Config(**{**cfg_dict, "adam_betas": tuple(cfg_dict["adam_betas"])})
     try:
         return _train(config, progress=False)
+    except records.RunLocked as e:
+        print(f"[lab] skipped: {e}; a rerun of the campaign picks it up", file=sys.stderr, flush=True)
+        return {"run_id": config.run_id(), "status": "running"}
     except Exception as e:  # noqa: BLE001 - a failed run is a record, the campaign goes on
         s = _record_failure(config, e)
         print(f"[lab] run {config.run_id()} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
@@ -247,62 +295,9 @@ def _init_worker(device_queue, threads: int) -> None:
         torch.cuda.set_device(int(device.split(":")[1]))
 
 
-def _seconds_per_step(preset: str) -> float | None:
-    """Mean training seconds per step over finished runs of `preset` listed in any manifest."""
-    wall = steps = 0.0
-    for m in (runs_dir() / "campaigns").glob(f"*-{preset}.json"):
-        for row in records.read_json(m).get("runs", []):
-            s = records.read_summary(runs_dir() / row["run_id"])
-            if s and s["status"] == "finished" and s.get("wall_time_s") and s.get("steps"):
-                wall, steps = wall + s["wall_time_s"], steps + s["steps"]
-    return wall / steps if steps else None
-
-
-def run_arms(campaign: str, preset: str, arms: dict[str, dict], seeds, devices=("auto",), base: dict | None = None,
-             progress: bool = True, notes: list[str] | None = None) -> pd.DataFrame:
-    """Run every arm (label -> config overrides) x seed that has no final record; return results(campaign, preset).
-
-    Writes the manifest first (so an interrupted campaign can be reported and resumed), then trains what is
-    missing: in this process for one device, else one spawned worker per device. A run that raises is recorded
-    as failed and the campaign goes on; a diverged run is recorded as diverged.
-    """
-    base, devices = dict(base or {}), list(devices)
-    kinds = {d.split(":")[0] for d in devices}
-    if not devices or len(kinds) > 1:
-        raise ValueError(f"campaign: devices={devices} must be a non-empty list of one kind (cpu, cuda:N or auto)")
-    pin = _device_override(devices[0])
-    rows, configs = [], []
-    for label, overrides in arms.items():
-        for seed in seeds:
-            cfg = get_config(preset, **{**pin, **base, **overrides, "seed": int(seed), "campaign": campaign,
-                                        "runs_dir": str(runs_dir())})  # refused here, before any work
-            rows.append({"arm": label, "seed": int(seed), "run_id": cfg.run_id(), "overrides": overrides})
-            configs.append(cfg)
-    records.write_json(manifest_path(campaign, preset), {
-        "campaign": campaign, "preset": preset, "base": {**pin, **base}, "notes": list(notes or []), "runs": rows})
-    todo, seen = [], set()
-    for cfg in configs:
-        s = records.read_summary(Path(cfg.runs_dir) / cfg.run_id())
-        if not (s and s["status"] in records.FINAL) and cfg.run_id() not in seen:
-            todo.append(cfg)
-            seen.add(cfg.run_id())
-    sps = _seconds_per_step(preset)
-    est = (sum(c.steps * sps + RUN_OVERHEAD_S for c in todo) if sps
-           else len(todo) * SECONDS_PER_RUN.get(preset, 60.0)) / len(devices)
-    basis = (f"{sps:.3f} s/step from finished {preset} runs + {RUN_OVERHEAD_S:g} s/run start-up" if sps
-             else f"a guess of {SECONDS_PER_RUN.get(preset, 60.0):g} s/run")
-    print(f"[lab] {campaign} ({preset}): {len(configs)} runs in {len(arms)} arms x {len(seeds)} seeds, "
-          f"{len(todo)} to train, expected {f'{est:.0f} s' if est < 120 else f'{est / 60:.1f} min'} "
-          f"({basis}, {len(devices)} device(s))", flush=True)
-    if todo:
-        with contextlib.chdir(ROOT):  # relative paths in configs (data_dir) mean the repo root, as for the CLI
-            _execute(todo, devices, progress, campaign)
-    return results(campaign, preset)
-
-
-def _execute(todo: list, devices: list[str], progress: bool, campaign: str) -> None:
+def _execute(todo: list, devices: list[str], label: str) -> None:
     from tqdm import tqdm
-    bar = tqdm(total=len(todo), desc=campaign, unit="run", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=len(todo), desc=label, unit="run", file=sys.stderr)
     if len(devices) == 1:
         if devices[0].startswith("cuda:"):
             import torch
@@ -324,8 +319,7 @@ def _execute(todo: list, devices: list[str], progress: bool, campaign: str) -> N
             futures = {pool.submit(_run_config, cfg.to_dict()): cfg for cfg in todo}
             try:
                 for fut in as_completed(futures):
-                    s = fut.result()
-                    bar.set_postfix_str(f"{futures[fut].run_id()} {s['status']}")
+                    bar.set_postfix_str(f"{futures[fut].run_id()} {fut.result()['status']}")
                     bar.update()
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
@@ -333,118 +327,170 @@ def _execute(todo: list, devices: list[str], progress: bool, campaign: str) -> N
     bar.close()
 
 
+def _seconds_per_step(preset: str) -> float | None:
+    """Mean training seconds per step over the finished runs of `preset`."""
+    wall = steps = 0.0
+    for p in runs_dir(preset).glob("*/summary.json"):
+        try:
+            s = records.read_json(p)
+        except records.CorruptRecord:
+            continue
+        if s.get("status") == "finished" and s.get("wall_time_s") and s.get("steps"):
+            wall, steps = wall + s["wall_time_s"], steps + s["steps"]
+    return wall / steps if steps else None
+
+
+def _final(config) -> bool:
+    try:
+        s = records.read_summary(Path(config.runs_dir) / config.run_id())
+    except records.CorruptRecord:
+        return False
+    return bool(s) and s["status"] in records.FINAL
+
+
+class Grid:
+    """One execution of a campaign: its manifest, written before and after every stage, so an interrupted campaign
+    can be reported and resumed. A manifest holds the parameters, `runs` (stage, arm, seed, run id, overrides) and
+    `choices` (what each stage picked, on which seeds, from which grid)."""
+
+    def __init__(self, name: str, params: dict):
+        self.name, self.preset = name, params["preset"]
+        self.devices = list(params.get("devices") or ["auto"])
+        self.tag = variant_tag(name, params)
+        pin = _device_override(self.devices[0])
+        self.base = {**pin, "wandb": params.get("wandb", "disabled")}
+        rd = runs_dir(self.preset)
+        # runs_dir as the config records it: relative to the repo root when inside it (campaigns run from there)
+        self.runs_dir = os.path.relpath(rd, ROOT) if rd.resolve().is_relative_to(ROOT) else str(rd)
+        self.m = {"campaign": name, "preset": self.preset, "variant": self.tag or None,
+                  "params": {k: v for k, v in params.items() if k not in RESULT_FREE}, "base": self.base,
+                  "choices": [], "runs": []}
+        self.save()
+
+    def save(self) -> None:
+        records.write_json(manifest_path(self.name, self.preset, self.tag), self.m)
+
+    def run(self, stage: str, arms: dict[str, dict], seeds) -> pd.DataFrame:
+        """Run every arm (label -> config overrides) x seed of `stage` that has no final record; return this stage's
+        rows of results(). Configs are built (and refused) before any training."""
+        configs = []
+        for label, overrides in arms.items():
+            for seed in seeds:
+                cfg = get_config(self.preset, **{**self.base, **overrides, "seed": int(seed), "campaign": self.name,
+                                                 "runs_dir": self.runs_dir})
+                self.m["runs"].append({"stage": stage, "arm": label, "seed": int(seed), "run_id": cfg.run_id(),
+                                       "overrides": overrides})
+                configs.append(cfg)
+        self.save()
+        todo = list({c.run_id(): c for c in configs if not _final(c)}.values())
+        sps = _seconds_per_step(self.preset)
+        est = (sum(c.steps * sps + RUN_OVERHEAD_S for c in todo) if sps
+               else len(todo) * SECONDS_PER_RUN.get(self.preset, 60.0)) / len(self.devices)
+        print(f"[lab] {self.name} ({self.preset}) stage {stage}: {len(configs)} runs in {len(arms)} arms x "
+              f"{len(seeds)} seeds, {len(todo)} to train, expected {_duration(est)} "
+              f"({f'{sps:.3f} s/step from finished {self.preset} runs' if sps else 'a guess'}, "
+              f"{len(self.devices)} device(s))", flush=True)
+        if todo:
+            with contextlib.chdir(ROOT):  # relative paths in configs (runs_dir, data_dir) mean the repo root
+                _execute(todo, self.devices, f"{self.name}/{stage}")
+        df = results(self.name, self.preset, m=self.m)
+        df = df[df.stage == stage]
+        busy = df[df.status == "running"]
+        if len(busy):
+            raise CampaignPending(f"{self.name}: {busy.run_id.nunique()} run(s) of stage {stage} are being trained "
+                                  "by another process; rerun the campaign when they finish (nothing is lost)")
+        return df
+
+    def choose(self, key: str, value, stage: str, seeds, grid: list, why: str):
+        """Record a choice (and return its value): what was picked, from which grid, on which seeds, and why."""
+        self.m["choices"] = [c for c in self.m["choices"] if c["key"] != key] + [
+            {"key": key, "value": value, "stage": stage, "seeds": [int(s) for s in seeds], "grid": grid, "why": why}]
+        self.save()
+        print(f"[lab] {self.name}: {key} = {value} ({why})", flush=True)
+        return value
+
+    def pick(self, df: pd.DataFrame, key: str, stage: str, seeds, arms: dict[str, object], what: str):
+        """Choose among `arms` ({label: value}) the value of the arm with the lowest mean final val loss."""
+        best = best_arm(df[df.arm.isin(list(arms))])
+        if best is None:
+            raise RuntimeError(f"{self.name}: no arm of stage {stage} finished, so no {what} can be chosen "
+                               f"(see the failed runs in {manifest_path(self.name, self.preset, self.tag)})")
+        return self.choose(key, arms[best], stage, seeds, list(arms.values()),
+                           f"the {what} with the lowest mean final val loss on seeds {list(seeds)}")
+
+    def results(self) -> pd.DataFrame:
+        return results(self.name, self.preset, m=self.m)
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
 # -----------------------------------------------------------------------------------------------------------------
-# reading a campaign back
+# settings from lr_sweep, and grids around them
 
-def read_manifest(campaign: str, preset: str) -> dict | None:
-    p = manifest_path(campaign, preset)
-    return records.read_json(p) if p.exists() else None
-
-
-def results(campaign: str, preset: str) -> pd.DataFrame:
-    """One row per (arm, seed) of the manifest: the run's config values, status and summary numbers."""
-    m = read_manifest(campaign, preset)
-    if m is None:
-        return pd.DataFrame()
-    out = []
-    for row in m["runs"]:
-        run_dir = runs_dir() / row["run_id"]
-        p = run_dir / "config.json"
-        cfg = records.read_json(p) if p.exists() else get_config(
-            preset, **{**m.get("base", {}), **row["overrides"], "seed": row["seed"]}).to_dict()
-        s = records.read_summary(run_dir) or {"status": "missing"}
-        out.append({**cfg, "arm": row["arm"], "seed": row["seed"], "run_id": row["run_id"],
-                    "status": s.get("status"), "final_val_loss": s.get("final_val_loss"),
-                    "best_val_loss": s.get("best_val_loss"), "tokens_per_s": s.get("tokens_per_s"),
-                    "wall_time_s": s.get("wall_time_s"), "diverged_at": s.get("diverged_at"),
-                    "error": s.get("error")})
-    return pd.DataFrame(out)
-
-
-def arm_stats(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per arm (manifest order): counts by status and final val loss mean/std over finished seeds."""
-    rows = []
-    for arm, g in df.groupby("arm", sort=False):
-        fin = g[g.status == "finished"]
-        vals = fin.final_val_loss.astype(float)
-        rows.append({"arm": arm, "n": len(g), "finished": len(fin), "diverged": int((g.status == "diverged").sum()),
-                     "failed": int(g.status.isin(["failed", "missing"]).sum()),
-                     "mean": vals.mean() if len(vals) else math.nan,
-                     "std": vals.std(ddof=1) if len(vals) > 1 else math.nan,
-                     "best": g.best_val_loss.astype(float).min(), "tokens_per_s": fin.tokens_per_s.mean(),
-                     "wall_s": fin.wall_time_s.mean()})
-    return pd.DataFrame(rows)
+def tuned(grid: Grid, lr: float = 0.0, aux_lr: float = 0.0, adamw_lr: float = 0.0) -> dict:
+    """The tuned hybrid Muon (lr, aux lr) and AdamW (lr) for a later campaign: a given (non-zero) value wins, else
+    lr_sweep's choice at this preset (from its default-parameter manifest), else the preset default. Each source is
+    recorded as a choice of `grid` (stage "upstream"), so the report can say where every setting came from."""
+    up = None
+    with contextlib.suppress(records.CorruptRecord):
+        up = read_manifest("lr_sweep", grid.preset)
+    default = get_config(grid.preset)
+    out = {}
+    for key, given, field in (("muon_lr", lr, "lr"), ("aux_lr", aux_lr, "scalar_lr"), ("adamw_lr", adamw_lr,
+                                                                                        "adamw_lr")):
+        c = choice(up, key)
+        if given:
+            value, why = float(given), "given as a parameter"
+        elif c is not None:
+            value = c["value"]
+            why = (f"lr_sweep's choice at preset {grid.preset} ({c['why']}; stage {c['stage']}, grid "
+                   f"{c['grid']})")
+        else:
+            value = getattr(default, field)
+            why = (f"the {grid.preset} preset default: lr_sweep has not chosen it at this preset yet "
+                   "(run lr_sweep first for a tuned value)")
+        out[key] = grid.choose(key, value, "upstream", [], [], why)
+    return out
 
 
-def best_arm(df: pd.DataFrame, where: dict | None = None) -> str | None:
-    """The arm (among rows matching `where`) with the lowest mean final val loss over finished seeds. Arms with a
-    diverged seed rank after every arm without one; arms with no finished seed never win."""
-    sel = df
-    for k, v in (where or {}).items():
-        sel = sel[sel[k] == v] if len(sel) else sel
-    if sel.empty:
-        return None
-    st = arm_stats(sel)
-    st = st[st.finished > 0]
-    if st.empty:
-        return None
-    return st.assign(unstable=st.diverged > 0).sort_values(["unstable", "mean"], kind="stable").arm.iloc[0]
+def around(x: float) -> list[float]:
+    """The small grid [x/2, x, 2x] around a tuned value (neighbours on a factor-2 grid)."""
+    return [x / 2, x, 2 * x]
 
 
-def best_setting(campaign: str, preset: str, key: str, where: dict | None = None):
-    """The value of config field `key` in the best arm of `campaign` among runs matching `where` (None if the
-    campaign was never run at `preset` or no arm finished)."""
-    df = results(campaign, preset)
-    arm = best_arm(df, where) if not df.empty else None
-    if arm is None:
-        return None
-    v = df[df.arm == arm][key].iloc[0]
-    return v.item() if hasattr(v, "item") else v
+def muon(lr: float, aux: float, **kw) -> dict:
+    """Config overrides of the hybrid Muon arm: Muon lr for hidden matrices, one aux lr for its AdamW groups."""
+    return {"optimizer": "muon", "lr": float(lr), "embed_lr": float(aux), "head_lr": float(aux),
+            "scalar_lr": float(aux), **kw}
 
 
-def _from_lr_sweep(preset: str, key: str, optimizer: str, given: float, notes: list[str]) -> float:
-    """`given` if set (> 0), else the best value from lr_sweep, else the preset default; the choice goes to notes."""
-    if given:
-        notes.append(f"{optimizer} {key} = {given} (given as a parameter)")
-        return float(given)
-    df = results("lr_sweep", preset)
-    pending = 0 if df.empty else int((~df.status.isin(records.FINAL + ("failed",))).sum())
-    best = best_setting("lr_sweep", preset, key, {"optimizer": optimizer})
-    if best is not None and not pending:
-        notes.append(f"{optimizer} {key} = {best}: the best {optimizer} arm of lr_sweep at preset {preset}")
-        return float(best)
-    if best is not None:  # a half-finished sweep would name a "best" among the arms that happen to be done
-        notes.append(f"lr_sweep at preset {preset} still has {pending} unfinished run(s): not reading a best {key}")
-    default = getattr(get_config(preset), key)
-    notes.append(f"{optimizer} {key} = {default}: lr_sweep has no finished {optimizer} run at preset {preset}, "
-                 "so this is the preset default (run lr_sweep first for a tuned value)")
-    print(f"[lab] {notes[-1]}", flush=True)
-    return float(default)
+def adamw(lr: float, **kw) -> dict:
+    return {"optimizer": "adamw", "adamw_lr": float(lr), **kw}
 
 
-def _base(steps: int, wandb: str) -> dict:
-    return {"wandb": wandb, **({"steps": int(steps)} if steps else {})}
+def _steps(steps: int) -> dict:
+    return {"steps": int(steps)} if steps else {}
 
 
 # -----------------------------------------------------------------------------------------------------------------
-# the campaigns (each notebook calls one of these with its parameters)
+# the campaigns (each notebook calls one of these with its checked parameters)
 
-def verify(preset: str = "cpu", seeds=(0,), steps: int = 0, lr: float = 0.0, devices=("auto",),
-           wandb: str = "disabled") -> pd.DataFrame:
-    """One Muon run end to end, plus the singular values of one orthogonalized real gradient."""
-    notes = []
+def verify(*, preset, seeds, steps, lr, devices, wandb) -> pd.DataFrame:
+    """One hybrid Muon run end to end, plus the singular values of one orthogonalized real gradient."""
+    g = Grid("verify", dict(preset=preset, seeds=seeds, steps=steps, lr=lr, devices=devices, wandb=wandb))
     lr = lr or get_config(preset).lr
-    df = run_arms("verify", preset, {f"muon lr={lr:g}": {"optimizer": "muon", "lr": lr}}, seeds, devices,
-                  _base(steps, wandb), notes=notes)
+    g.run("run", {f"muon lr={lr:g}": {"optimizer": "muon", "lr": lr, **_steps(steps)}}, seeds)
     with contextlib.chdir(ROOT):
-        check = orthogonality_check(get_config(preset, **_base(steps, wandb), lr=lr, seed=int(seeds[0])))
-    records.write_json(runs_dir() / "campaigns" / f"verify-{preset}.checks.json", check)
-    return df
+        check = orthogonality_check(get_config(preset, **_steps(steps), lr=lr, seed=int(seeds[0])))
+    records.write_json(manifest_path("verify", preset, g.tag).with_suffix(".checks.json"), check)
+    return g.results()
 
 
 def orthogonality_check(config) -> dict:
     """Singular values of one hidden matrix's real gradient before and after each orthogonalizer (bf16, as Muon
-    runs it) at initialization: orthogonalized, they should all sit near 1."""
+    runs it on a GPU) at initialization: orthogonalized, those in the design range should sit near 1."""
     import torch
 
     from lab.data import load_data
@@ -471,22 +517,70 @@ def orthogonality_check(config) -> dict:
     return out
 
 
-def lr_sweep(preset: str = "cpu", seeds=(0, 1, 2), steps: int = 0, muon_lrs=(0.001, 0.003, 0.01, 0.023, 0.05, 0.1),
-             adamw_lrs=(1e-3, 2e-3, 4e-3, 8e-3), devices=("auto",), wandb: str = "disabled") -> pd.DataFrame:
-    """Muon peak lr sweep against AdamW, whose own small lr sweep makes the baseline fair (baseline = best AdamW)."""
-    arms = {f"muon lr={lr:g}": {"optimizer": "muon", "lr": float(lr)} for lr in muon_lrs}
-    arms |= {f"adamw lr={lr:g}": {"optimizer": "adamw", "adamw_lr": float(lr)} for lr in adamw_lrs}
-    return run_arms("lr_sweep", preset, arms, seeds, devices, _base(steps, wandb))
+def lr_sweep(*, preset, seeds, confirm_seeds, muon_lrs, adamw_lrs, aux_lrs, steps, devices,
+             wandb) -> pd.DataFrame:
+    """Tune both arms, then compare them on fresh seeds:
+    select   Muon peak lr (its AdamW groups at the preset's aux lr) and AdamW lr, each on its own grid
+    aux      the hybrid's AdamW groups (embedding, head, scalars: one shared aux lr) at the best Muon lr
+    confirm  tuned Muon vs tuned AdamW on the confirmation seeds (the headline)"""
+    g = Grid("lr_sweep", dict(preset=preset, seeds=seeds, confirm_seeds=confirm_seeds, muon_lrs=muon_lrs,
+                              adamw_lrs=adamw_lrs, aux_lrs=aux_lrs, steps=steps, devices=devices, wandb=wandb))
+    aux0, s = get_config(preset).scalar_lr, _steps(steps)
+    m_arms = {f"muon lr={lr:g}": lr for lr in muon_lrs}
+    a_arms = {f"adamw lr={lr:g}": lr for lr in adamw_lrs}
+    df = g.run("select", {**{k: muon(v, aux0, **s) for k, v in m_arms.items()},
+                          **{k: adamw(v, **s) for k, v in a_arms.items()}}, seeds)
+    lr = g.pick(df, "muon_lr", "select", seeds, m_arms, "Muon lr")
+    adamw_lr = g.pick(df, "adamw_lr", "select", seeds, a_arms, "AdamW lr")
+    x_arms = {f"muon lr={lr:g} aux={a:g}": a for a in aux_lrs}
+    df = g.run("aux", {k: muon(lr, v, **s) for k, v in x_arms.items()}, seeds)
+    aux = g.pick(df, "aux_lr", "aux", seeds, x_arms, "aux lr")
+    g.run("confirm", {f"muon lr={lr:g} aux={aux:g}": muon(lr, aux, **s),
+                      f"adamw lr={adamw_lr:g}": adamw(adamw_lr, **s)}, confirm_seeds)
+    return g.results()
 
 
-def geodesic(preset: str = "cpu", seeds=(0, 1, 2), steps: int = 0, lr: float = 0.0,
-             modes=("none", "lr", "lr_norm"), devices=("auto",), wandb: str = "disabled") -> pd.DataFrame:
-    """Projection (geodesic=none) vs exact geodesic steps with theta = lr or lr * ||U||, at the best Muon lr."""
-    notes = []
-    lr = _from_lr_sweep(preset, "lr", "muon", lr, notes)
-    arms = {("projection" if m == "none" else f"geodesic {m}"): {"optimizer": "muon", "lr": lr, "geodesic": m}
-            for m in modes}
-    return run_arms("geodesic", preset, arms, seeds, devices, _base(steps, wandb), notes=notes)
+def horizon(*, preset, seeds, confirm_seeds, budgets, lr, aux_lr, adamw_lr, devices, wandb) -> pd.DataFrame:
+    """Muon vs AdamW across training budgets: at each budget each optimizer's lr is chosen on [x/2, x, 2x] around its
+    tuned (lr_sweep) value on the selection seeds, then the chosen arms run on the confirmation seeds."""
+    g = Grid("horizon", dict(preset=preset, seeds=seeds, confirm_seeds=confirm_seeds, budgets=budgets, lr=lr,
+                             aux_lr=aux_lr, adamw_lr=adamw_lr, devices=devices, wandb=wandb))
+    t = tuned(g, lr, aux_lr, adamw_lr)
+    preset_steps = get_config(preset).steps
+    order = sorted(budgets, key=lambda b: (b != preset_steps, b))  # the preset's own budget first (mostly reused)
+    arms, chosen = {}, {}
+    for b in order:
+        arms[b] = ({f"muon steps={b} lr={x:g}": x for x in around(t["muon_lr"])},
+                   {f"adamw steps={b} lr={x:g}": x for x in around(t["adamw_lr"])})
+    df = g.run("select", {k: (muon(v, t["aux_lr"], steps=b) if k.startswith("muon") else adamw(v, steps=b))
+                          for b in order for grid in arms[b] for k, v in grid.items()}, seeds)
+    for b in order:
+        chosen[b] = (g.pick(df, f"muon_lr@{b}", "select", seeds, arms[b][0], f"Muon lr at {b} steps"),
+                     g.pick(df, f"adamw_lr@{b}", "select", seeds, arms[b][1], f"AdamW lr at {b} steps"))
+    g.run("confirm", {k: v for b in order for k, v in (
+        (f"muon steps={b}", muon(chosen[b][0], t["aux_lr"], steps=b)),
+        (f"adamw steps={b}", adamw(chosen[b][1], steps=b)))}, confirm_seeds)
+    return g.results()
+
+
+def geodesic(*, preset, seeds, confirm_seeds, modes, lr, aux_lr, steps, devices, wandb) -> pd.DataFrame:
+    """Projection (ambient step, then renormalize) vs exact geodesic steps (theta = lr or lr*||T||), at matched step
+    size by tuning: every mode gets its own lr grid [x/2, x, 2x] around the tuned Muon lr (selection seeds); the best
+    geodesic (mode, lr) and projection at its best lr are then compared on the confirmation seeds."""
+    g = Grid("geodesic", dict(preset=preset, seeds=seeds, confirm_seeds=confirm_seeds, modes=modes, lr=lr,
+                              aux_lr=aux_lr, steps=steps, devices=devices, wandb=wandb))
+    t, s = tuned(g, lr, aux_lr), _steps(steps)
+    name = lambda m: "projection" if m == "none" else f"geodesic {m}"
+    grids = {m: {f"{name(m)} lr={x:g}": x for x in around(t["muon_lr"])} for m in ["none", *modes]}
+    df = g.run("select", {k: muon(x, t["aux_lr"], geodesic=m, **s) for m, gr in grids.items()
+                          for k, x in gr.items()}, seeds)
+    best = {m: g.pick(df, f"lr[{m}]", "select", seeds, gr, f"lr of {name(m)}") for m, gr in grids.items()}
+    tm = {f"{name(m)} lr={best[m]:g}": m for m in modes}
+    mode = g.pick(df, "geodesic_mode", "select", seeds, tm, "geodesic mode (each at its own best lr)")
+    g.run("confirm", {f"projection lr={best['none']:g}": muon(best["none"], t["aux_lr"], **s),
+                      f"geodesic {mode} lr={best[mode]:g}": muon(best[mode], t["aux_lr"], geodesic=mode, **s)},
+          confirm_seeds)
+    return g.results()
 
 
 def advanced_overrides(arm: str, weight_decay: float) -> dict:
@@ -503,27 +597,49 @@ def advanced_overrides(arm: str, weight_decay: float) -> dict:
     return o
 
 
-def advanced(preset: str = "cpu", seeds=(0, 1, 2), steps: int = 0, lr: float = 0.0, weight_decay: float = 0.1,
-             arms=("newton_schulz", "polar_express", "normuon", "weight_decay", "cautious_wd", "polar_express+normuon",
-                   "polar_express+normuon+cautious_wd"), devices=("auto",), wandb: str = "disabled") -> pd.DataFrame:
-    """Polar Express, NorMuon, cautious weight decay (vs plain decay) and combinations, at the best Muon lr."""
-    notes = []
-    lr = _from_lr_sweep(preset, "lr", "muon", lr, notes)
-    grid = {a: {"optimizer": "muon", "lr": lr, **advanced_overrides(a, weight_decay)} for a in arms}
-    return run_arms("advanced", preset, grid, seeds, devices, _base(steps, wandb), notes=notes)
+def advanced(*, preset, seeds, confirm_seeds, arms, weight_decay, lr, aux_lr, steps, devices,
+             wandb) -> pd.DataFrame:
+    """Polar Express, NorMuon, cautious weight decay (vs plain decay at the same strength) and combinations at the
+    tuned hybrid Muon (selection seeds); the best arm and plain Muon are then compared on the confirmation seeds."""
+    g = Grid("advanced", dict(preset=preset, seeds=seeds, confirm_seeds=confirm_seeds, arms=arms,
+                              weight_decay=weight_decay, lr=lr, aux_lr=aux_lr, steps=steps, devices=devices,
+                              wandb=wandb))
+    t, s = tuned(g, lr, aux_lr), _steps(steps)
+    grid = {a: muon(t["muon_lr"], t["aux_lr"], **advanced_overrides(a, weight_decay), **s)
+            for a in ["newton_schulz", *[a for a in arms if a != "newton_schulz"]]}
+    df = g.run("select", grid, seeds)
+    best = g.pick(df, "best_arm", "select", seeds, {a: a for a in grid if a != "newton_schulz"},
+                  "feature combination")
+    g.run("confirm", {"newton_schulz": grid["newton_schulz"], best: grid[best]}, confirm_seeds)
+    return g.results()
 
 
-def lazy_projection(preset: str = "cpu", seeds=(0, 1, 2), steps: int = 0, frequencies=(1, 3, 5, 7, 10, 15, 20),
-                    lr: float = 0.0, adamw_lr: float = 0.0, devices=("auto",), wandb: str = "disabled") -> pd.DataFrame:
-    """Project onto the sphere every N-th step, for Muon (best lr) and AdamW (best AdamW lr)."""
-    notes = []
-    lr = _from_lr_sweep(preset, "lr", "muon", lr, notes)
-    adamw_lr = _from_lr_sweep(preset, "adamw_lr", "adamw", adamw_lr, notes)
-    arms = {f"muon every={k}": {"optimizer": "muon", "lr": lr, "project_every": int(k)} for k in frequencies}
-    arms |= {f"adamw every={k}": {"optimizer": "adamw", "adamw_lr": adamw_lr, "project_every": int(k)}
-             for k in frequencies}
-    return run_arms("lazy_projection", preset, arms, seeds, devices, _base(steps, wandb), notes=notes)
+def lazy_projection(*, preset, seeds, confirm_seeds, frequencies, lr, aux_lr, adamw_lr, steps, devices,
+                    wandb) -> pd.DataFrame:
+    """Project onto the sphere every N-th step, for tuned Muon and tuned AdamW (selection seeds). On the
+    confirmation seeds: Muon's best N against N=1, and the laziness interaction (Muon@N - Muon@1) - (AdamW@N -
+    AdamW@1) at the N where Muon gained most over AdamW on the selection seeds."""
+    g = Grid("lazy_projection", dict(preset=preset, seeds=seeds, confirm_seeds=confirm_seeds,
+                                     frequencies=frequencies, lr=lr, aux_lr=aux_lr, adamw_lr=adamw_lr, steps=steps,
+                                     devices=devices, wandb=wandb))
+    t, s = tuned(g, lr, aux_lr, adamw_lr), _steps(steps)
+    ks = [1, *[k for k in frequencies if k != 1]]
+    m = lambda k: muon(t["muon_lr"], t["aux_lr"], project_every=int(k), **s)
+    a = lambda k: adamw(t["adamw_lr"], project_every=int(k), **s)
+    df = g.run("select", {**{f"muon every={k}": m(k) for k in ks}, **{f"adamw every={k}": a(k) for k in ks}}, seeds)
+    best = g.pick(df, "muon_every", "select", seeds, {f"muon every={k}": k for k in ks}, "Muon projection interval")
+    mean = lambda arm: df[(df.arm == arm) & (df.status == "finished")].final_val_loss.astype(float).mean()
+    inter = {k: (mean(f"muon every={k}") - mean("muon every=1")) - (mean(f"adamw every={k}") - mean("adamw every=1"))
+             for k in ks[1:]}
+    finite = {k: v for k, v in inter.items() if math.isfinite(v)}
+    k_int = min(finite, key=finite.get) if finite else ks[-1]
+    g.choose("interaction_every", k_int, "select", seeds, ks[1:],
+             "the interval with the most negative mean laziness interaction on the selection seeds")
+    conf = {f"muon every={k}": m(k) for k in dict.fromkeys([1, best, k_int])}
+    conf |= {f"adamw every={k}": a(k) for k in dict.fromkeys([1, k_int])}
+    g.run("confirm", conf, confirm_seeds)
+    return g.results()
 
 
-CAMPAIGN_FUNCTIONS = {"verify": verify, "lr_sweep": lr_sweep, "geodesic": geodesic, "advanced": advanced,
-                      "lazy_projection": lazy_projection}
+CAMPAIGN_FUNCTIONS = {"verify": verify, "lr_sweep": lr_sweep, "horizon": horizon, "geodesic": geodesic,
+                      "advanced": advanced, "lazy_projection": lazy_projection}

@@ -37,7 +37,7 @@ def cmd_campaign(args) -> int:
 
 def cmd_report(args) -> int:
     from lab.report import render_report
-    print(render_report(args.name))
+    print(render_report(args.name, args.preset, args.variant))
     return 0
 
 
@@ -62,14 +62,17 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--data-dir", default="data", help="where shards are written (default: data)")
     d.set_defaults(fn=cmd_data)
     c = sub.add_parser("campaign", help="execute a campaign notebook with papermill and render its report")
-    c.add_argument("name", help="a notebook in notebooks/ (verify, lr_sweep, geodesic, advanced, lazy_projection) "
-                                "or `all` for every campaign in order")
+    c.add_argument("name", help="a notebook in notebooks/ (verify, lr_sweep, horizon, geodesic, advanced, "
+                                "lazy_projection) or `all` for every campaign in order")
     c.add_argument("--preset", default="cpu", choices=list(PRESETS))
     c.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
                    help="override a parameter of the notebook's parameters cell")
     c.set_defaults(fn=cmd_campaign)
-    rp = sub.add_parser("report", help="re-render reports/<NAME>.md from the run records alone")
-    rp.add_argument("name")
+    rp = sub.add_parser("report", help="re-render a campaign's report (or `all`: every report and INDEX.md) from "
+                                       "the run records alone")
+    rp.add_argument("name", help="verify, lr_sweep, horizon, geodesic, advanced, lazy_projection, or all")
+    rp.add_argument("--preset", default="cpu", choices=list(PRESETS))
+    rp.add_argument("--variant", default="", help="tag of a run with non-default parameters (runs/<preset>/campaigns/)")
     rp.set_defaults(fn=cmd_report)
     b = sub.add_parser("bench", help="run benchmarks, write reports/BENCHMARKS.md")
     b.add_argument("names", nargs="*", help="subset of benchmarks (default: all)")
@@ -81,6 +84,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
+    from lab.campaign import CampaignPending
     from lab.records import RunLocked
     # the command as typed, for meta.json (notebook kernels and campaign workers inherit it; their argv is a launcher)
     own = "LAB_COMMAND" not in os.environ
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["LAB_COMMAND"] = shlex.join(["python", "-m", "lab", *argv])
     try:
         return args.fn(args)
-    except RunLocked as e:  # another process is training this run: it stays the only writer
+    except (RunLocked, CampaignPending) as e:  # another process is training this run: it stays the only writer
         print(f"error: {e}", file=sys.stderr)
         return 3
     except (ValueError, FileNotFoundError) as e:  # bad input or missing data: one clear line, no traceback

@@ -103,8 +103,8 @@ class Config:
 
 
 _NOT_IDENTITY = {"runs_dir", "data_dir", "campaign", "wandb", "wandb_project", "ckpt_every"}  # where, not what
-_MUON_ONLY = {"lr", "embed_lr", "head_lr", "scalar_lr", "momentum", "momentum_start", "momentum_warmup_frac", "nesterov",
-              "weight_decay", "orthogonalizer", "ns_steps", "normuon", "beta2", "geodesic", "use_kernels"}
+_MUON_ONLY = {"lr", "embed_lr", "head_lr", "scalar_lr", "momentum", "momentum_start", "momentum_warmup_frac",
+              "nesterov", "weight_decay", "orthogonalizer", "ns_steps", "normuon", "beta2", "geodesic", "use_kernels"}
 
 # Defaults live here; a preset only lists what it changes from the dataclass defaults.
 PRESETS: dict[str, dict] = {

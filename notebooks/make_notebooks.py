@@ -15,12 +15,15 @@ COMMON_HEAD = [
     'preset: str = "cpu"  # smoke | cpu | h100: model, data and steps (lab.config.PRESETS)',
 ]
 COMMON_TAIL = [
-    'steps: int = 0  # training steps per run; 0 means the preset default',
     'devices: list[str] = ["auto"]  # one worker per entry: ["cpu", "cpu"], ["cuda:0", "cuda:1"]; auto: cuda if any',
     'wandb: str = "disabled"  # disabled | offline | online (group: campaign, name: run id)',
 ]
-SEEDS3 = 'seeds: list[int] = [0, 1, 2]  # one run per seed per grid point'
-BEST_LR = 'lr: float = 0.0  # peak Muon lr; 0 means the best Muon lr of lr_sweep (else the preset default)'
+STEPS = 'steps: int = 0  # training steps per run; 0 means the preset default'
+SEEDS = 'seeds: list[int] = [0, 1]  # selection seeds: they pick the settings'
+CONFIRM = 'confirm_seeds: list[int] = [100, 101, 102]  # fresh seeds that judge the picked arm against its baseline'
+LR = 'lr: float = 0.0  # Muon peak lr; 0: the one lr_sweep chose at this preset (else the preset default)'
+AUX = 'aux_lr: float = 0.0  # lr of the hybrid\'s AdamW groups (embedding, head, scalars); 0: lr_sweep\'s choice'
+ADAMW = 'adamw_lr: float = 0.0  # AdamW baseline lr; 0: the one lr_sweep chose at this preset'
 
 NOTEBOOKS = {
     "verify": dict(
@@ -28,45 +31,62 @@ NOTEBOOKS = {
         intro="Does a Muon run complete? Prints the routing table (which optimizer takes each parameter), the "
               "singular values of one orthogonalized real gradient (they should sit near 1) and the loss curve.",
         params=['seeds: list[int] = [0]  # one Muon run per seed',
-                'lr: float = 0.0  # peak Muon lr; 0 means the preset default'],
-        extra='run_dir = campaign.runs_dir() / df.run_id.iloc[0]\n'
-              'print((run_dir / "routing.md").read_text())\n'
-              'print(json.dumps(json.loads((campaign.runs_dir() / "campaigns" / f"verify-{preset}.checks.json")'
-              '.read_text()), indent=1))',
+                'lr: float = 0.0  # peak Muon lr; 0 means the preset default', STEPS],
+        extra='run_dir = results.runs_dir(preset) / df.run_id.iloc[0]\n'
+              'print((run_dir / "routing.md").read_text())',
     ),
     "lr_sweep": dict(
         title="Muon learning-rate sweep",
-        intro="Muon's peak lr against AdamW; AdamW gets its own small lr sweep so the baseline (its best lr) is "
-              "fair. Writes reports/MUON_LR_SWEEP_REPORT.md; later campaigns read the best lrs from these runs.",
-        params=[SEEDS3,
-                'muon_lrs: list[float] = [0.001, 0.003, 0.01, 0.023, 0.05, 0.1]  # peak Muon lr (hidden matrices)',
-                'adamw_lrs: list[float] = [0.001, 0.002, 0.004, 0.008, 0.016, 0.032]  # AdamW lrs (the best one is the baseline)'],
+        intro="Tunes both arms before comparing them: Muon's peak lr and AdamW's lr each on its own grid, then the "
+              "hybrid's AdamW groups (one aux lr) at the best Muon lr, all on the selection seeds; the tuned Muon and "
+              "the tuned AdamW then run on fresh confirmation seeds. Writes reports/MUON_LR_SWEEP_REPORT.md; later "
+              "campaigns read the chosen lrs from these records.",
+        params=['seeds: list[int] = [0, 1, 2]  # selection seeds: they pick the lrs', CONFIRM,
+                'muon_lrs: list[float] = [0.001, 0.003, 0.01, 0.023, 0.05, 0.1]  # the research plan\'s Muon grid',
+                'adamw_lrs: list[float] = [0.0005, 0.002, 0.004, 0.008, 0.016]  # 5e-4: the plan\'s Adam lr',
+                'aux_lrs: list[float] = [0.004, 0.008, 0.016]  # aux lr of the hybrid\'s AdamW groups',
+                STEPS],
+    ),
+    "horizon": dict(
+        title="Muon vs AdamW across training budgets",
+        intro="At each budget, each optimizer's lr is chosen on [x/2, x, 2x] around its tuned value from lr_sweep "
+              "(selection seeds); the chosen arms then run on the confirmation seeds. Writes "
+              "reports/HORIZON_REPORT.md: final val loss vs tokens, Δ per budget, where the curves cross, and "
+              "Muon's steps (and wall clock) to reach AdamW's final loss.",
+        params=[SEEDS, CONFIRM,
+                'budgets: list[int] = [100, 200, 400, 800]  # training steps per run (x 2048 tokens at cpu)',
+                LR, AUX, ADAMW],
     ),
     "geodesic": dict(
         title="Geodesic Muon updates",
-        intro="Projection after an ambient step (geodesic none) against an exact geodesic step with theta = lr or "
-              "theta = lr * ||U||, at the best Muon lr. Writes reports/GEODESIC_MUON_REPORT.md.",
-        params=[SEEDS3, BEST_LR,
-                'modes: list[str] = ["none", "lr", "lr_norm"]  # geodesic modes; none is projection (the baseline)'],
+        intro="Projection after an ambient step against exact geodesic steps with theta = lr or theta = lr * ||T||, "
+              "at matched step size: each mode gets its own lr grid around the tuned Muon lr (selection seeds); the "
+              "best geodesic mode and projection, each at its best lr, then run on the confirmation seeds. Writes "
+              "reports/GEODESIC_MUON_REPORT.md.",
+        params=[SEEDS, CONFIRM,
+                'modes: list[str] = ["lr", "lr_norm"]  # geodesic modes; projection is always the baseline',
+                LR, AUX, STEPS],
     ),
     "advanced": dict(
         title="Advanced Muon features",
         intro="Polar Express, NorMuon and cautious weight decay (against plain decay at the same strength) and "
-              "combinations, at the best Muon lr. Writes reports/ADVANCED_MUON_REPORT.md.",
-        params=[SEEDS3, BEST_LR,
-                'weight_decay: float = 0.1  # Muon decay strength of the weight_decay and cautious_wd arms',
+              "combinations, at the tuned hybrid Muon (selection seeds); the best one and plain Muon then run on "
+              "the confirmation seeds. Writes reports/ADVANCED_MUON_REPORT.md.",
+        params=[SEEDS, CONFIRM,
                 'arms: list[str] = ["newton_schulz", "polar_express", "normuon", "weight_decay", "cautious_wd", '
                 '"polar_express+normuon", "polar_express+normuon+cautious_wd"]  # features joined with +; '
-                'newton_schulz alone is plain Muon (the baseline)'],
+                'newton_schulz alone is plain Muon (the baseline)',
+                'weight_decay: float = 0.1  # Muon decay strength of the weight_decay and cautious_wd arms',
+                LR, AUX, STEPS],
     ),
     "lazy_projection": dict(
         title="Lazy sphere projection",
-        intro="Project nGPT's matrices back to the sphere only every N-th step, for Muon (best lr) and AdamW (best "
-              "AdamW lr). Writes reports/LAZY_PROJECTION_REPORT.md.",
-        params=[SEEDS3,
-                'frequencies: list[int] = [1, 3, 5, 7, 10, 15, 20]  # project_every values for both optimizers',
-                BEST_LR,
-                'adamw_lr: float = 0.0  # AdamW lr; 0 means the best AdamW lr of lr_sweep (else the preset default)'],
+        intro="Project nGPT's matrices back to the sphere only every N-th step, for tuned Muon and tuned AdamW "
+              "(selection seeds); Muon's best N and the laziness interaction (Muon@N - Muon@1) - (AdamW@N - AdamW@1) "
+              "are then judged on the confirmation seeds. Writes reports/LAZY_PROJECTION_REPORT.md.",
+        params=[SEEDS, CONFIRM,
+                'frequencies: list[int] = [1, 3, 7, 10, 20]  # project_every values for both optimizers (7: the plan)',
+                LR, AUX, ADAMW, STEPS],
     ),
 }
 
@@ -77,17 +97,22 @@ def build(name: str, spec: dict) -> nbformat.NotebookNode:
     call = ", ".join(f"{n}={n}" for n in names)
     cells = [
         new_markdown_cell(f"# {spec['title']}\n\n{spec['intro']}\n\n"
-                          f"Run it with `python -m lab campaign {name} --preset cpu -p seeds '[0, 1]'` (or top to "
-                          "bottom here). Runs are identified by their config hash: after a parameter change only "
-                          "the runs whose config changed are trained."),
+                          f"Run it with `python -m lab campaign {name} --preset smoke` (or plain papermill, or top "
+                          "to bottom here). Runs are identified by their config hash: after a parameter change only "
+                          "the runs whose config changed are trained. Non-default parameters make a variant: its "
+                          "records and report are kept apart (reports/<preset>/), so a tweak never overwrites the "
+                          "committed lab notebook."),
         new_code_cell("\n".join(params), metadata={"tags": ["parameters"]}),
-        new_code_cell(("import json\n\n" if "extra" in spec else "") + "from lab import campaign, report\n\n"
-                      f"df = campaign.{name}({call})\n"
-                      'df[["arm", "seed", "run_id", "status", "final_val_loss", "tokens_per_s"]]'),
+        new_code_cell("from lab import campaign, report, results\n\n"
+                      f"# coerce (plain `papermill -p` passes strings) and check every value before any work\n"
+                      f"params = campaign.check_params(\"{name}\", dict({call}))\n"
+                      f"df = campaign.{name}(**params)\n"
+                      'df[["stage", "arm", "seed", "run_id", "status", "final_val_loss"]]'),
     ]
     if "extra" in spec:
         cells.append(new_code_cell(spec["extra"]))
-    cells.append(new_code_cell(f'report.show("{name}", preset)  # renders the report file, its table and plots'))
+    cells.append(new_code_cell(f'report.show("{name}", preset, campaign.variant_tag("{name}", params))  '
+                               "# renders the report file, its tables and plots"))
     for i, c in enumerate(cells):
         c["id"] = f"{name}-{i}"
     nb = new_notebook(cells=cells, metadata={

@@ -1,4 +1,7 @@
-"""Campaigns at the smoke preset: every notebook through papermill, parameter checks, reuse, divergence, resume."""
+"""Campaigns at the smoke preset: notebooks through papermill, parameter checks before any work, stages with
+selection and confirmation seeds, reuse, divergence, resume, runs held by another process, variants."""
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -7,28 +10,33 @@ import pytest
 
 from lab import campaign as C
 from lab import records
+from lab import results as res
 
 sys.path.insert(0, str(C.NOTEBOOKS))
 import make_notebooks  # noqa: E402
 
-STEPS = 6  # smoke runs of 6 steps: val at 0 and at the end
-GRIDS = {  # the smallest grids that still compare arms; strings as the CLI passes them, lists as Python does
-    "verify": {"steps": str(STEPS)},
-    "lr_sweep": {"seeds": "[0, 1]", "steps": str(STEPS), "muon_lrs": "[0.02]", "adamw_lrs": "0.008, 10"},
-    "geodesic": {"seeds": [0, 1], "steps": STEPS, "modes": ["none", "lr"]},
-    "advanced": {"seeds": [0, 1], "steps": STEPS, "arms": ["newton_schulz", "cautious_wd"], "weight_decay": 0.1},
-    "lazy_projection": {"seeds": [0, 1], "steps": STEPS, "frequencies": [1, 3], "devices": ["cpu", "cpu"]},
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+S = {"steps": "6"}  # smoke runs of 6 steps (val at 0, 6): strings, as the CLI and plain papermill pass them
+TUNED = {"lr": 0.02, "aux_lr": 0.008, "adamw_lr": 0.008}
+GRIDS = {  # the smallest grids that still exercise every stage
+    "verify": S,
+    "lr_sweep": {**S, "seeds": "[0, 1]", "confirm_seeds": "100, 101", "muon_lrs": "[0.02]",
+                 "adamw_lrs": "0.008, 10", "aux_lrs": "[0.004, 0.008]"},  # adamw lr=10 diverges
+    "horizon": {"seeds": [0], "confirm_seeds": [100, 101], "budgets": [6, 12], **TUNED},
+    "geodesic": {**S, "seeds": [0, 1], "confirm_seeds": [100, 101], "modes": ["lr"], "lr": 0.02, "aux_lr": 0.008},
+    "advanced": {**S, "seeds": [0, 1], "confirm_seeds": [100, 101], "arms": ["newton_schulz", "cautious_wd"],
+                 "lr": 0.02, "aux_lr": 0.008},
+    "lazy_projection": {**S, "seeds": [0, 1], "confirm_seeds": [100, 101], "frequencies": [1, 3],
+                        "devices": ["cpu", "cpu"], **TUNED},
 }
-REPORTS = {"verify": "VERIFY_REPORT.md", "lr_sweep": "MUON_LR_SWEEP_REPORT.md", "geodesic": "GEODESIC_MUON_REPORT.md",
-           "advanced": "ADVANCED_MUON_REPORT.md", "lazy_projection": "LAZY_PROJECTION_REPORT.md"}
+REPORT = {n: s["file"].removesuffix(".md") for n, s in __import__("lab.report").report.SPECS.items()}
 
 
 def use_dirs(mp, root: Path) -> Path:
     mp.setenv("LAB_RUNS_DIR", str(root / "runs"))
     mp.setenv("LAB_REPORTS_DIR", str(root / "reports"))
     return root
-
-
 
 
 @pytest.fixture(scope="module")
@@ -42,107 +50,166 @@ def executed(tmp_path_factory):
         yield root
 
 
-def summaries(root: Path) -> dict[str, float]:
-    return {p.parent.name: p.stat().st_mtime_ns for p in (root / "runs").glob("*/summary.json")}
+def report_path(root: Path, name: str) -> Path:
+    tag = C.variant_tag(name, C.check_params(name, {**GRIDS[name], "preset": "smoke"}))
+    return root / "reports" / "smoke" / f"{REPORT[name]}-{tag}.md"
+
+
+def run_ids(root: Path) -> dict[str, int]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in (root / "runs" / "smoke").glob("*/summary.json")}
 
 
 def test_notebooks_execute_and_render_reports(executed):
-    for name, file in REPORTS.items():
-        text = (executed / "reports" / file).read_text()
-        assert text.startswith("# ") and "**Question.**" in text and "**Answer.**" in text, name
-        assert "## Results" in text and "| arm " in text and "## Environment" in text, name
-        assert f"executed notebook: [../runs/campaigns/{name}-smoke.ipynb]" in text, name
-        assert (executed / "reports" / "figs" / f"{name}_curves.png").stat().st_size > 1000, name
-        nb = nbformat.read(executed / "runs" / "campaigns" / f"{name}-smoke.ipynb", as_version=4)
+    for name in GRIDS:
+        text = report_path(executed, name).read_text()  # smoke and non-default grids: reports/smoke/, tagged
+        assert text.startswith("# ") and "**Question.**" in text and "**Answer (at " in text, name
+        assert "## Environment" in text and "| arm " in text, name
+        nb = nbformat.read(next((executed / "runs" / "smoke" / "campaigns").glob(f"{name}-*.ipynb")), as_version=4)
         assert nb.metadata.papermill.parameters["preset"] == "smoke"
         assert not [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"], name
-    assert (executed / "reports" / "figs" / "lr_sweep_sweep.png").exists()
-    assert (executed / "reports" / "figs" / "lazy_projection_sweep.png").exists()
-    sweep = (executed / "reports" / REPORTS["lr_sweep"]).read_text()
-    assert "the baseline `adamw lr=0.008`" in sweep and "Welch p = " in sweep
-    verify = (executed / "reports" / REPORTS["verify"]).read_text()
-    assert "**Answer.** Yes: 1/1 Muon run(s) finished" in verify and "singular values" in verify
-    assert "## Routing" in verify and "| muon " in verify
-    for name in ("geodesic", "advanced", "lazy_projection"):  # later campaigns read the best lr of lr_sweep
-        text = (executed / "reports" / REPORTS[name]).read_text()
-        assert "muon lr = 0.02: the best muon arm of lr_sweep at preset smoke" in text, name
-    lazy = (executed / "reports" / REPORTS["lazy_projection"]).read_text()
-    assert "adamw adamw_lr = 0.008: the best adamw arm" in lazy
-    assert "`cautious_wd`" in (executed / "reports" / REPORTS["advanced"]).read_text()
+    assert not list((executed / "reports").glob("*.md"))  # the lab notebook (reports/*.md) is never touched
+    verify = report_path(executed, "verify").read_text()
+    assert "Yes: 1/1 run(s) finished" in verify and "## Routing" in verify and "| muon " in verify
+    sweep = report_path(executed, "lr_sweep").read_text()
+    assert "## Comparisons" in sweep and "confirmation seeds 100, 101" in sweep and "Holm-adjusted p" in sweep
+    for name in ("horizon", "geodesic", "advanced", "lazy_projection"):  # every tuned setting says where it's from
+        assert "| muon_lr " in report_path(executed, name).read_text() and "given as a parameter" in \
+            report_path(executed, name).read_text(), name
 
 
-def test_diverged_run_is_reported(executed):
-    df = C.results("lr_sweep", "smoke")
-    assert set(df[df.arm == "adamw lr=10"].status) == {"diverged"}
-    assert set(df[df.arm != "adamw lr=10"].status) == {"finished"}  # the campaign went on
-    text = (executed / "reports" / REPORTS["lr_sweep"]).read_text()
-    assert "## Diverged and failed runs" in text and "- adamw lr=10 seed 1 (`" in text and "diverged at step" in text
-    row = next(line for line in text.splitlines() if line.startswith("| adamw lr=10 "))
-    assert [c.strip() for c in row.split("|")[2:6]] == ["2", "0", "2", "0"]  # seeds, finished, diverged, failed
-
-
-def test_rerun_reuses_every_finished_run(executed, monkeypatch):
+def test_stages_use_disjoint_seeds_and_the_confirmation_reuses_nothing_from_selection(executed, monkeypatch):
     use_dirs(monkeypatch, executed)
-    before = summaries(executed)
-    calls = []
+    m = res.read_manifest("lr_sweep", "smoke", C.variant_tag("lr_sweep", C.check_params(
+        "lr_sweep", {**GRIDS["lr_sweep"], "preset": "smoke"})))
+    stages = {r["stage"] for r in m["runs"]}
+    assert stages == {"select", "aux", "confirm"}
+    assert {r["seed"] for r in m["runs"] if r["stage"] == "confirm"} == {100, 101}
+    assert {r["seed"] for r in m["runs"] if r["stage"] != "confirm"} == {0, 1}
+    keys = {c["key"]: c for c in m["choices"]}
+    assert keys["muon_lr"]["value"] == 0.02 and keys["adamw_lr"]["value"] == 0.008  # lr=10 diverged: never chosen
+    assert keys["aux_lr"]["stage"] == "aux" and keys["muon_lr"]["seeds"] == [0, 1]
+    df = res.results("lr_sweep", "smoke", m=m)
+    assert set(df[df.arm == "adamw lr=10"].status) == {"diverged"}  # recorded, and the campaign went on
+    assert set(df[df.arm != "adamw lr=10"].status) == {"finished"}
+    text = report_path(executed, "lr_sweep").read_text()
+    assert "## Diverged, failed and unfinished runs" in text and "- adamw lr=10 seed 0 (`" in text
+
+
+def test_rerun_reuses_every_finished_run_and_renders_the_same_report(executed, monkeypatch):
+    use_dirs(monkeypatch, executed)
+    before, calls = run_ids(executed), []
     monkeypatch.setattr(C, "_train", lambda cfg, progress=False: calls.append(cfg) or pytest.fail("retrained"))
-    old = (executed / "reports" / REPORTS["lr_sweep"]).read_text()
-    df = C.run_headless("lr_sweep", "smoke", **GRIDS["lr_sweep"])  # no papermill: the same grid function
-    assert calls == [] and summaries(executed) == before and len(df) == 6
-    assert (executed / "reports" / REPORTS["lr_sweep"]).read_text() == old  # same records, same report
-    lazy = C.lazy_projection("smoke", **GRIDS["lazy_projection"])  # its grid ran on two spawned workers
-    assert calls == []
-    sweep = C.results("lr_sweep", "smoke")
-    for opt, arm in (("muon", "muon lr=0.02"), ("adamw", "adamw lr=0.008")):  # same identity on any worker
-        assert list(lazy[lazy.arm == f"{opt} every=1"].run_id) == list(sweep[sweep.arm == arm].run_id)
+    old = report_path(executed, "lr_sweep").read_text()
+    C.run_headless("lr_sweep", "smoke", **GRIDS["lr_sweep"])  # no papermill: the same grid function
+    C.run_headless("lazy_projection", "smoke", **GRIDS["lazy_projection"])  # its grid ran on two spawned workers
+    assert calls == [] and run_ids(executed) == before
+    assert report_path(executed, "lr_sweep").read_text() == old  # same records, same report
 
 
-def test_unknown_or_mistyped_parameter_is_refused(tmp_path, monkeypatch):
+@pytest.mark.parametrize("params, needle", [
+    ({"muon_lr": "0.1"}, r"unknown parameter\(s\) \['muon_lr'\].*muon_lrs: list\[float\]"),
+    ({"steps": "1.5"}, r"steps='1.5' is not a int"),
+    ({"muon_lrs": [0.1, "x"]}, r"muon_lrs=\[0.1, 'x'\] is not a list\[float\]"),
+    ({"muon_lrs": "[-1]"}, r"muon_lrs=\[-1.0\] is refused: config: lr=-1.0 must be > 0"),
+    ({"adamw_lrs": [float("inf")]}, r"must be a finite number"),
+    ({"steps": "-5"}, r"steps=-5 is refused"),
+    ({"wandb": "bogus"}, r"wandb='bogus' is not a wandb mode; valid: disabled, offline, online"),
+    ({"devices": "[]"}, r"devices=\[\] is empty"),
+    ({"devices": '["cpu", "cuda:0"]'}, r"mixes device kinds"),
+    ({"devices": '["gpu"]'}, r"has device 'gpu'"),
+    ({"seeds": "[]"}, r"seeds=\[\] is empty"),
+    ({"seeds": "[0, 0]"}, r"has duplicates"),
+    ({"confirm_seeds": "[1, 100]"}, r"confirm_seeds share \[1\] with seeds"),
+])
+def test_bad_parameters_are_refused_before_papermill(tmp_path, monkeypatch, params, needle):
     use_dirs(monkeypatch, tmp_path)
-    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['muon_lr'\].*muon_lrs: list\[float\]"):
-        C.run_campaign("lr_sweep", "smoke", {"muon_lr": "0.1"})
-    with pytest.raises(ValueError, match=r"steps='1.5' is not a int.*seeds: list\[int\]"):
-        C.run_campaign("lr_sweep", "smoke", {"steps": "1.5"})
-    with pytest.raises(ValueError, match=r"muon_lrs=\[0.1, 'x'\] is not a list\[float\]"):
-        C.run_campaign("lr_sweep", "smoke", {"muon_lrs": [0.1, "x"]})
+    with pytest.raises(ValueError, match=needle):
+        C.run_campaign("lr_sweep", "smoke", params)
+    assert not (tmp_path / "runs").exists()  # refused before anything ran or was written
+
+
+def test_more_refusals(tmp_path, monkeypatch, capsys):
+    use_dirs(monkeypatch, tmp_path)
+    with pytest.raises(ValueError, match=r"modes=\['none'\] has an unknown geodesic mode; valid: lr, lr_norm"):
+        C.run_campaign("geodesic", "smoke", {"modes": '["none"]'})
+    with pytest.raises(ValueError, match=r"unknown feature\(s\) \['bogus'\]"):
+        C.run_campaign("advanced", "smoke", {"arms": "['bogus']"})
+    with pytest.raises(ValueError, match=r"frequencies=\[0\] is refused"):
+        C.run_campaign("lazy_projection", "smoke", {"frequencies": "[0]"})
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['typo'\]"):
         C.run_campaign("all", "smoke", {"seeds": "[0]", "typo": "1"})
     with pytest.raises(ValueError, match="unknown campaign 'nope'"):
         C.run_campaign("nope", "smoke")
-    with pytest.raises(ValueError, match="unknown parameter"):
-        C.run_headless("geodesic", "smoke", lrs=[0.1])
-    with pytest.raises(ValueError, match="one kind"):
-        C.run_arms("pool", "smoke", {"a": {}}, seeds=[0], devices=["cpu", "cuda:0"])
-    assert not (tmp_path / "runs").exists()  # refused before anything ran
+    from lab.cli import main
+    assert main(["campaign", "lr_sweep", "--preset", "smoke", "-p", "lr", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown parameter(s) ['lr']" in err  # lr_sweep has muon_lrs, not lr
+    assert main(["campaign", "geodesic", "--preset", "smoke", "-p", "lr", "-1"]) == 2
+    assert "lr=-1.0 is refused" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
-def test_parameters_cells(tmp_path):
-    types = {"seeds": "list[int]", "muon_lrs": "list[float]", "steps": "int", "wandb": "str", "flag": "bool"}
-    assert C.coerce_params("x", {"seeds": "0,1", "muon_lrs": "[1e-3, 2]", "steps": "3e2", "wandb": "offline",
-                                 "flag": "true"}, types) == {"seeds": [0, 1], "muon_lrs": [0.001, 2.0], "steps": 300,
-                                                             "wandb": "offline", "flag": True}
+def test_notebooks_are_generated_clean_and_declare_their_parameters():
     import papermill as pm
     for name, spec in make_notebooks.NOTEBOOKS.items():
         path = C.notebook_path(name)
         nb = nbformat.read(path, as_version=4)
         assert nb == make_notebooks.build(name, spec), f"{path} is stale: run notebooks/make_notebooks.py"
-        assert nb.metadata.kernelspec.name == "python3"
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
         specs = C.notebook_specs(name)
         assert {k: v["inferred_type_name"] for k, v in pm.inspect_notebook(str(path)).items()} == \
             {k: t for k, (t, _) in specs.items()}, name
-        assert {"preset", "seeds", "steps", "devices", "wandb"} <= set(specs)
-        assert specs["wandb"] == ("str", "disabled") and specs["preset"] == ("str", "cpu")
+        assert {"preset", "seeds", "devices", "wandb"} <= set(specs) and specs["preset"] == ("str", "cpu")
+        assert "campaign.check_params" in "".join(c.source for c in nb.cells)  # the notebook checks its own params
         if name != "verify":
-            assert len(specs["seeds"][1]) >= 3
-    assert C.notebook_parameters("lr_sweep")["muon_lrs"] == [0.001, 0.003, 0.01, 0.023, 0.05, 0.1]
-    assert C.notebook_parameters("lazy_projection")["frequencies"] == [1, 3, 5, 7, 10, 15, 20]
+            assert set(specs["seeds"][1]).isdisjoint(specs["confirm_seeds"][1])
+    p = C.notebook_parameters("lr_sweep")
+    assert 5e-4 in p["adamw_lrs"] and p["muon_lrs"] == [0.001, 0.003, 0.01, 0.023, 0.05, 0.1]
+    assert C.notebook_parameters("horizon")["budgets"] == [100, 200, 400, 800]
+
+
+def test_plain_papermill_with_string_parameters(tmp_path):
+    """`papermill ... -p muon_lrs '[0.02]'` passes strings: the notebook coerces and checks them itself."""
+    out = tmp_path / "out.ipynb"
+    env = {**os.environ, "LAB_RUNS_DIR": str(tmp_path / "runs"), "LAB_REPORTS_DIR": str(tmp_path / "reports"),
+           "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    cmd = [PY, "-m", "papermill", str(C.notebook_path("lr_sweep")), str(out), "-p", "preset", "smoke",
+           "-p", "muon_lrs", "[0.02]", "-p", "adamw_lrs", "[0.008]", "-p", "aux_lrs", "[0.004]", "-p", "seeds", "[0]",
+           "-p", "confirm_seeds", "[100]", "-p", "steps", "6", "-k", "python3", "--no-progress-bar", "--cwd",
+           str(ROOT)]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert list((tmp_path / "reports" / "smoke").glob("MUON_LR_SWEEP_REPORT-*.md"))
+
+
+def test_cli_campaign_leaves_the_lab_notebook_alone_and_prints_no_false_error(tmp_path):
+    """The tweak loop: a smoke campaign writes under reports/smoke/ (git-ignored), never reports/*.md, and a
+    successful run prints no "ERROR | KeyboardInterrupt caught in kernel"."""
+    env = {**os.environ, "LAB_RUNS_DIR": str(tmp_path / "runs"), "LAB_REPORTS_DIR": str(tmp_path / "reports"),
+           "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([PY, "-m", "lab", "campaign", "verify", "--preset", "smoke", "-p", "steps", "6"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "ERROR" not in p.stderr and "KeyboardInterrupt" not in p.stderr, p.stderr[-2000:]
+    assert [x.relative_to(tmp_path / "reports").parts[0] for x in (tmp_path / "reports").rglob("*.md")] == ["smoke"]
+    meta = records.read_json(next((tmp_path / "runs" / "smoke").glob("*/meta.json")))
+    assert meta["command"] == "python -m lab campaign verify --preset smoke -p steps 6"  # not the kernel launcher
 
 
 ARMS = {"a": {"optimizer": "adamw", "adamw_lr": 0.004}, "b": {"optimizer": "adamw", "adamw_lr": 0.008}}
 
 
-def test_interrupted_campaign_resumes(tmp_path, monkeypatch):
+def grid(name="g", **kw):
+    return C.Grid(name, {"preset": "smoke", "seeds": [0, 1], "devices": ["auto"], "wandb": "disabled", **kw})
+
+
+@pytest.fixture
+def no_notebook(monkeypatch):
+    """Grids named outside CAMPAIGNS have no notebook: give them empty defaults."""
+    monkeypatch.setattr(C, "notebook_parameters", lambda name: {})
+
+
+def test_interrupted_campaign_resumes(tmp_path, monkeypatch, no_notebook):
     use_dirs(monkeypatch, tmp_path)
     real, calls = C._train, []
 
@@ -154,24 +221,25 @@ def test_interrupted_campaign_resumes(tmp_path, monkeypatch):
         return real(cfg, progress)
 
     monkeypatch.setattr(C, "_train", killed_during_second_run)
+    g = grid()
     with pytest.raises(KeyboardInterrupt):
-        C.run_arms("resume", "smoke", ARMS, seeds=[0, 1], progress=False)
-    m = records.read_json(C.manifest_path("resume", "smoke"))
+        g.run("s", ARMS, [0, 1])
+    m = records.read_json(res.manifest_path("g", "smoke", g.tag))
     ids = [r["run_id"] for r in m["runs"]]
     assert [r["arm"] for r in m["runs"]] == ["a", "a", "b", "b"] and len(set(ids)) == 4
-    first = (tmp_path / "runs" / ids[0] / "summary.json").stat().st_mtime_ns
-    partial = tmp_path / "runs" / ids[1]
+    first = (tmp_path / "runs" / "smoke" / ids[0] / "summary.json").stat().st_mtime_ns
+    partial = tmp_path / "runs" / "smoke" / ids[1]
     assert (partial / "ckpt.pt").exists() and not (partial / "summary.json").exists()
     calls.clear()
     monkeypatch.setattr(C, "_train", lambda cfg, progress=False: calls.append(cfg.run_id()) or real(cfg, progress))
-    df = C.run_arms("resume", "smoke", ARMS, seeds=[0, 1], progress=False)
+    df = grid().run("s", ARMS, [0, 1])
     assert calls == ids[1:] and set(df.status) == {"finished"}
-    assert (tmp_path / "runs" / ids[0] / "summary.json").stat().st_mtime_ns == first
-    steps = [r["step"] for r in records.read_metrics(tmp_path / "runs" / ids[1]) if "train_loss" in r]
+    assert (tmp_path / "runs" / "smoke" / ids[0] / "summary.json").stat().st_mtime_ns == first
+    steps = [r["step"] for r in records.read_metrics(partial) if "train_loss" in r]
     assert steps == list(range(12))  # resumed at step 6, not restarted, no duplicate rows
 
 
-def test_failed_run_is_recorded_and_campaign_goes_on(tmp_path, monkeypatch):
+def test_failed_run_is_recorded_and_campaign_goes_on(tmp_path, monkeypatch, no_notebook):
     use_dirs(monkeypatch, tmp_path)
 
     def fake(cfg, progress=False):
@@ -182,6 +250,48 @@ def test_failed_run_is_recorded_and_campaign_goes_on(tmp_path, monkeypatch):
         return s
 
     monkeypatch.setattr(C, "_train", fake)
-    df = C.run_arms("fails", "smoke", ARMS, seeds=[0], progress=False)
-    assert list(df.status) == ["failed", "finished"]
-    assert "out of memory (simulated)" in df.error[0]
+    df = grid().run("s", ARMS, [0])
+    assert list(df.status) == ["failed", "finished"] and "out of memory (simulated)" in df.error.iloc[0]
+
+
+def test_a_run_held_by_another_process_is_skipped_and_the_stage_waits(tmp_path, monkeypatch, no_notebook, capsys):
+    """Two campaigns sharing runs/: a run another process is training is skipped with one line, the stage refuses
+    to choose from incomplete results, and the next rerun picks the run up."""
+    use_dirs(monkeypatch, tmp_path)
+    from lab.config import get_config
+    held = get_config("smoke", **ARMS["a"], seed=0, campaign="g")
+    lock = records.RunLock(res.runs_dir("smoke") / held.run_id(), held.run_id()).acquire()  # "the other process"
+    g = grid()
+    with pytest.raises(C.CampaignPending, match="1 run"):
+        g.run("s", ARMS, [0])
+    assert f"skipped: run {held.run_id()} is being trained by another process (pid {os.getpid()}" in \
+        capsys.readouterr().err
+    assert res.results("g", "smoke", g.tag).status.tolist() == ["running", "finished"]
+    lock.release()
+    assert set(grid().run("s", ARMS, [0]).status) == {"finished"}
+
+
+def test_later_campaigns_read_lr_sweeps_default_manifest_only(tmp_path, monkeypatch):
+    use_dirs(monkeypatch, tmp_path)
+    choice = lambda k, v: {"key": k, "value": v, "stage": "select", "seeds": [0, 1, 2], "grid": [v], "why": "w"}
+    records.write_json(res.manifest_path("lr_sweep", "smoke", "abc123"), {  # a narrowed rerun: a variant
+        "campaign": "lr_sweep", "preset": "smoke", "runs": [], "choices": [choice("muon_lr", 9.0)]})
+    g = C.Grid("geodesic", {**C.notebook_parameters("geodesic"), "preset": "smoke"})
+    assert C.tuned(g)["muon_lr"] == 0.02  # the preset default: a variant never defines the tuned setting
+    records.write_json(res.manifest_path("lr_sweep", "smoke"), {
+        "campaign": "lr_sweep", "preset": "smoke", "runs": [],
+        "choices": [choice("muon_lr", 0.05), choice("aux_lr", 0.016), choice("adamw_lr", 0.004)]})
+    t = C.tuned(g)
+    assert t == {"muon_lr": 0.05, "aux_lr": 0.016, "adamw_lr": 0.004}
+    why = {c["key"]: c["why"] for c in g.m["choices"]}
+    assert why["muon_lr"].startswith("lr_sweep's choice at preset smoke") and "grid [0.05]" in why["muon_lr"]
+    assert C.tuned(g, lr=0.3)["muon_lr"] == 0.3
+
+
+def test_variant_tags():
+    d = {**C.notebook_parameters("lr_sweep"), "preset": "cpu"}
+    assert C.variant_tag("lr_sweep", d) == ""
+    assert C.variant_tag("lr_sweep", {**d, "devices": ["cpu", "cpu"], "wandb": "offline"}) == ""  # same numbers
+    assert len(C.variant_tag("lr_sweep", {**d, "muon_lrs": [0.02]})) == 6
+    assert res.reports_dir("cpu") == res.reports_root() and res.reports_dir("cpu", "abc") != res.reports_root()
+    assert res.reports_dir("smoke") == res.reports_root() / "smoke"

@@ -1,139 +1,232 @@
-"""Reports are rendered from run records alone: fake run directories here, no training."""
+"""Reports are rendered from run records alone: fake run directories and manifests here, no training."""
 import json
 import math
 
 import pytest
+from scipy import stats
 
-from lab import campaign as C
 from lab import records
 from lab import report as R
+from lab import results as res
 from lab.cli import main
 from lab.config import get_config
+from lab.stats import holm
+
+PRESET = "cpu"  # fake records: nothing trains, so the lab notebook's own preset and paths can be exercised
 
 
-def fake_campaign(name: str, arms: dict, preset: str = "smoke", notes=()) -> None:
-    """arms: label -> (overrides, [outcome per seed]); an outcome is a final val loss, "diverged" or "failed"."""
+def fake_run(name: str, overrides: dict, seed: int, outcome, preset=PRESET, steps=None) -> str:
+    """One run directory; outcome: a final val loss, "diverged" or "failed". The val curve ends at the outcome."""
+    cfg = get_config(preset, **overrides, seed=seed, campaign=name)
+    d = res.runs_dir(preset) / cfg.run_id()
+    n = steps or cfg.steps
+    records.write_json(d / "config.json", cfg.to_dict())
+    records.write_json(d / "meta.json", {"run_id": cfg.run_id(), "git_commit": "abc123def4567890",
+                                         "git_dirty": False, "versions": {"python": "3.11", "torch": "2.13"},
+                                         "device": "cpu: test", "world_size": 1})
+    val = outcome if isinstance(outcome, float) else None
+    pts = [(0, 5.5), (n // 2, (5.5 + val) / 2 if val else 5.0), (n, val)] if val else [(0, 5.5)]
+    records.atomic_write(d / "metrics.jsonl", "".join(
+        json.dumps({"step": s, "val_loss": v, "elapsed_s": float(s)}) + "\n" for s, v in pts))
+    records.write_json(d / "summary.json", {
+        "run_id": cfg.run_id(), "status": "finished" if val else outcome, "steps": n, "final_val_loss": val,
+        "best_val_loss": val or 5.5, "final_train_loss": val, "diverged_at": 3 if outcome == "diverged" else None,
+        "wall_time_s": float(n), "tokens_per_s": 1000.0 + seed, "max_sphere_drift": 1e-7,
+        "error": "RuntimeError: boom\ntraceback" if outcome == "failed" else None})
+    return cfg.run_id()
+
+
+def fake_campaign(name: str, stages: dict, params: dict, choices: list = (), preset=PRESET, tag="") -> None:
+    """stages: {stage: {arm: (overrides, {seed: outcome})}}."""
     rows = []
-    for label, (overrides, outcomes) in arms.items():
-        for seed, out in enumerate(outcomes):
-            cfg = get_config(preset, **overrides, seed=seed, campaign=name, runs_dir=str(C.runs_dir()))
-            d = C.runs_dir() / cfg.run_id()
-            records.write_json(d / "config.json", cfg.to_dict())
-            records.write_json(d / "meta.json", {"run_id": cfg.run_id(), "git_commit": "abc123def4567890",
-                                                 "git_dirty": False, "versions": {"python": "3.11", "torch": "2.13"},
-                                                 "device": "cpu: test", "world_size": 1})
-            val = out if isinstance(out, float) else None
-            curve = [6.0, 5.0, val] if val else [6.0, math.nan]
-            records.atomic_write(d / "metrics.jsonl", "".join(
-                json.dumps({"step": 6 * i, "val_loss": v}) + "\n" for i, v in enumerate(curve)))
-            status = "finished" if val else out
-            records.write_json(d / "summary.json", {
-                "run_id": cfg.run_id(), "status": status, "steps": 12, "final_val_loss": val,
-                "best_val_loss": val or 6.0, "final_train_loss": val, "diverged_at": 3 if out == "diverged" else None,
-                "wall_time_s": 1.0, "tokens_per_s": 1000.0 + seed, "max_sphere_drift": 0.0,
-                "error": "RuntimeError: boom\ntraceback" if out == "failed" else None})
-            rows.append({"arm": label, "seed": seed, "run_id": cfg.run_id(), "overrides": overrides})
-    records.write_json(C.manifest_path(name, preset), {"campaign": name, "preset": preset, "base": {},
-                                                       "notes": list(notes), "runs": rows})
+    for stage, arms in stages.items():
+        for arm, (overrides, outcomes) in arms.items():
+            for seed, out in outcomes.items():
+                rows.append({"stage": stage, "arm": arm, "seed": seed, "overrides": overrides,
+                             "run_id": fake_run(name, overrides, seed, out, preset, overrides.get("steps"))})
+    records.write_json(res.manifest_path(name, preset, tag), {
+        "campaign": name, "preset": preset, "variant": tag or None, "params": params, "base": {},
+        "choices": [{"key": k, "value": v, "stage": s, "seeds": [0, 1, 2], "grid": [], "why": "test"}
+                    for k, v, s in choices], "runs": rows})
 
 
-def sweep(muon, adamw, extra=None):
-    arms = {"muon lr=0.023": ({"optimizer": "muon", "lr": 0.023}, muon),
-            "muon lr=0.1": ({"optimizer": "muon", "lr": 0.1}, ["diverged", 1.2, 1.3]),
-            "adamw lr=0.004": ({"optimizer": "adamw", "adamw_lr": 0.004}, adamw),
-            "adamw lr=0.008": ({"optimizer": "adamw", "adamw_lr": 0.008}, [1.70, 1.71, 1.72])}
-    return arms | (extra or {})
+M = lambda lr, aux=0.004, **kw: {"optimizer": "muon", "lr": lr, "embed_lr": aux, "head_lr": aux, "scalar_lr": aux,
+                                 **kw}
+A = lambda lr, **kw: {"optimizer": "adamw", "adamw_lr": lr, **kw}
+SEL = lambda *v: dict(enumerate(v))
+CONF = lambda *v: {100 + i: x for i, x in enumerate(v)}
+SWEEP_PARAMS = {"seeds": [0, 1, 2], "confirm_seeds": [100, 101, 102], "muon_lrs": [0.023, 0.05, 0.1],
+                "adamw_lrs": [0.0005, 0.004, 0.008], "aux_lrs": [0.004, 0.008], "steps": 0}
 
 
-def test_lr_sweep_report_beats(dirs):
-    bad = {"adamw lr=10": ({"optimizer": "adamw", "adamw_lr": 10.0}, ["diverged", "failed"])}
-    fake_campaign("lr_sweep", sweep([1.50, 1.51, 1.49], [1.60, 1.61, 1.59], bad))
-    text = R.render_report("lr_sweep")
-    assert text == (dirs / "reports" / "MUON_LR_SWEEP_REPORT.md").read_text()
+def fake_sweep(conf_muon=(1.50, 1.52, 1.49), conf_adamw=(1.60, 1.63, 1.58)):
+    fake_campaign("lr_sweep", {
+        "select": {"muon lr=0.023": (M(0.023), SEL(1.60, 1.61, 1.62)),
+                   "muon lr=0.05": (M(0.05), SEL(1.55, 1.56, 1.54)),
+                   "muon lr=0.1": (M(0.1), SEL("diverged", 1.2, 1.3)),  # lowest mean, but a seed diverged
+                   "adamw lr=0.0005": (A(0.0005), SEL(2.0, 2.1, 2.05)),
+                   "adamw lr=0.004": (A(0.004), SEL(1.70, 1.72, 1.71)),
+                   "adamw lr=0.008": (A(0.008), SEL(1.65, 1.66, 1.64))},
+        "aux": {"muon lr=0.05 aux=0.004": (M(0.05), SEL(1.55, 1.56, 1.54)),
+                "muon lr=0.05 aux=0.008": (M(0.05, 0.008), SEL(1.53, 1.545, 1.52))},
+        "confirm": {"muon lr=0.05 aux=0.008": (M(0.05, 0.008), CONF(*conf_muon)),
+                    "adamw lr=0.008": (A(0.008), CONF(*conf_adamw))}},
+        SWEEP_PARAMS, [("muon_lr", 0.05, "select"), ("adamw_lr", 0.008, "select"), ("aux_lr", 0.008, "aux")])
+
+
+def comparisons(text: str) -> list[list[str]]:
+    block = text.split("## Comparisons")[1].split("\n## ")[0]
+    return [[c.strip() for c in line.split("|")[1:-1]] for line in block.splitlines()
+            if line.startswith("| ") and not line.startswith("| comparison")]
+
+
+def test_lr_sweep_report(dirs):
+    fake_sweep()
+    text = R.render_report("lr_sweep", PRESET)
+    assert text == (dirs / "reports" / "MUON_LR_SWEEP_REPORT.md").read_text()  # cpu, default params: reports/
     assert text.startswith("# Muon learning-rate sweep on nGPT\n\n**Question.**")
-    # the diverged arm (muon lr=0.1, lower mean) must not win; the baseline is the best AdamW arm
-    assert ("**Answer.** `muon lr=0.023` beats the baseline `adamw lr=0.004`: 1.5000 ± 0.0100 vs 1.6000 ± 0.0100 "
-            "final val loss over 3 seeds, Welch p = ") in text
-    for heading in ("## Success metric", "## Results", "## Diverged and failed runs", "## Environment"):
-        assert heading in text
-    assert "| arm " in text and "| muon lr=0.023 " in text and "final val (mean ± std)" in text
-    assert "- adamw lr=10 seed 0 (`" in text and "diverged at step 3" in text and "failed: RuntimeError: boom" in text
-    assert "abc123def456" in text and "cpu: test" in text and "preset: `smoke`" in text
+    # the headline is judged on the confirmation seeds, paired by seed, with its CI (checked against scipy)
+    d = [1.50 - 1.60, 1.52 - 1.63, 1.49 - 1.58]
+    ci = stats.ttest_rel([1.50, 1.52, 1.49], [1.60, 1.63, 1.58]).confidence_interval(0.95)
+    half = (ci.high - ci.low) / 2
+    assert (f"**Answer (at 0.8M tokens).** At 0.8M tokens (400 steps), tuned Muon beats tuned AdamW: "
+            f"Δ = {sum(d) / 3:+.4f} ± {half:.4f} nats") in text
+    assert "3 confirmation seeds" in text and "confirmation seeds 100–102" in text and "selection seeds 0–2" in text
+    assert "The best Muon lr is 0.05" in text and "The best AdamW lr is 0.008" in text
+    assert "**Grid-edge warning:** the best AdamW lr (0.008) is the highest value" in text
+    assert "The research plan's Adam lr 5e-4" in text and "aux lr 0.008" in text
+    rows = comparisons(text)
+    assert len(rows) == 5  # best Muon lr, best AdamW lr, the plan's Adam lr, aux lr (selection), the headline
+    raw = [float(r[3]) for r in rows]
+    assert [float(r[4]) for r in rows] == pytest.approx([float(f"{p:.2g}") for p in holm(raw)], rel=0.05)
+    for heading in ("## How it was measured", "## Comparisons", "## Selection grid", "## Confirmation",
+                    "## Figures", "## Throughput (indicative only)", "## Diverged, failed and unfinished runs",
+                    "## Environment"):
+        assert heading in text, heading
+    assert "- muon lr=0.1 seed 0 (`" in text and "diverged at step 3" in text
+    assert "abc123def456" in text and "cpu: test" in text
     for png in ("lr_sweep_curves.png", "lr_sweep_sweep.png"):
-        assert (dirs / "reports" / "figs" / png).stat().st_size > 1000
-        assert f"](figs/{png})" in text
+        assert (dirs / "reports" / "figs" / png).stat().st_size > 1000 and f"](figs/{png})" in text
     first = (dirs / "reports" / "figs" / "lr_sweep_sweep.png").read_bytes()
-    assert R.render_report("lr_sweep", "smoke") == text  # regenerable: same records, same bytes
+    assert R.render_report("lr_sweep", PRESET) == text  # regenerable: same records, same bytes
     assert (dirs / "reports" / "figs" / "lr_sweep_sweep.png").read_bytes() == first
 
 
+def test_the_headline_is_one_of_the_holm_family(dirs):
+    fake_sweep()
+    rows = comparisons(R.render_report("lr_sweep", PRESET))
+    head = next(r for r in rows if r[0].startswith("tuned Muon"))
+    assert head[1] == "3 confirmation" and head[6] == "wins"
+    assert float(head[4]) >= float(head[3])  # adjusted for the other comparisons
+
+
 @pytest.mark.parametrize("muon, adamw, expect", [
-    ([1.60, 1.50, 1.70], [1.61, 1.55, 1.68], "**Answer.** No significant difference between `muon lr=0.023` and "
-                                             "the baseline `adamw lr=0.004` ("),
-    ([1.80, 1.81, 1.79], [1.60, 1.61, 1.59], "**Answer.** `muon lr=0.023` loses to the baseline `adamw lr=0.004`"),
-    ([1.50], [1.60], "not enough seeds for a test"),
+    ((1.60, 1.50, 1.70), (1.61, 1.55, 1.68), "no significant difference between tuned Muon and tuned AdamW: Δ ="),
+    ((1.80, 1.82, 1.79), (1.60, 1.63, 1.58), "Muon loses to tuned AdamW: Δ ="),
 ])
 def test_answer_sentences(dirs, muon, adamw, expect):
-    fake_campaign("lr_sweep", sweep(muon, adamw))
-    assert expect in R.render_report("lr_sweep")
+    fake_sweep(muon, adamw)
+    assert expect in R.render_report("lr_sweep", PRESET)
 
 
-def test_best_setting(dirs):
-    assert C.best_setting("lr_sweep", "smoke", "lr", {"optimizer": "muon"}) is None  # never run
-    fake_campaign("lr_sweep", sweep([1.50, 1.51, 1.49], [1.60, 1.61, 1.59]))
-    assert C.best_setting("lr_sweep", "smoke", "lr", {"optimizer": "muon"}) == 0.023  # 0.1 had a diverged seed
-    assert C.best_setting("lr_sweep", "smoke", "adamw_lr", {"optimizer": "adamw"}) == 0.004
-    assert C.best_setting("lr_sweep", "cpu", "lr", {"optimizer": "muon"}) is None  # other preset
+def test_one_confirmation_seed_is_not_a_test(dirs):
+    fake_campaign("lr_sweep", {"confirm": {"muon": (M(0.05), CONF(1.5)), "adamw": (A(0.008), CONF(1.6))}},
+                  SWEEP_PARAMS)
+    assert "on 1 confirmation seed (no test with one seed)" in R.render_report("lr_sweep", PRESET)
 
 
-def test_advanced_and_geodesic_reports(dirs):
-    adv = {a: ({"optimizer": "muon", **C.advanced_overrides(a, 0.1)}, vals) for a, vals in {
-        "newton_schulz": [1.50, 1.51, 1.52], "weight_decay": [1.50, 1.52, 1.51], "cautious_wd": [1.40, 1.41, 1.42],
-        "polar_express+normuon": [1.60, 1.62, 1.61]}.items()}
-    fake_campaign("advanced", adv, notes=["muon lr = 0.02: the best muon arm of lr_sweep at preset smoke"])
-    text = R.render_report("advanced")
-    assert "**Answer.** `cautious_wd` beats the baseline `newton_schulz`" in text
-    assert "- `cautious_wd` beats `weight_decay`" in text  # CWD compared with plain decay
-    assert "## Settings taken from earlier campaigns" in text and "best muon arm of lr_sweep" in text
-    geo = {"projection": ({"optimizer": "muon", "geodesic": "none"}, [1.5, 1.51]),
-           "geodesic lr": ({"optimizer": "muon", "geodesic": "lr"}, [1.5, 1.52])}
-    fake_campaign("geodesic", geo)
-    assert "between `geodesic lr` and the baseline `projection`" in R.render_report("geodesic")
-    assert (dirs / "reports" / "GEODESIC_MUON_REPORT.md").exists()
+def horizon(budgets=(100, 200, 400), muon=None, adamw=None):
+    muon = muon or {100: (1.9, 1.91), 200: (1.7, 1.72), 400: (1.5, 1.52)}
+    adamw = adamw or {100: (1.85, 1.86), 200: (1.75, 1.76), 400: (1.65, 1.66)}
+    conf = {}
+    for b in budgets:
+        conf[f"muon steps={b}"] = (M(0.05, steps=b), CONF(*muon[b]))
+        conf[f"adamw steps={b}"] = (A(0.008, steps=b), CONF(*adamw[b]))
+    fake_campaign("horizon", {"confirm": conf}, {"seeds": [0, 1], "confirm_seeds": [100, 101],
+                                                 "budgets": list(budgets)},
+                  [("muon_lr", 0.05, "upstream"), ("adamw_lr", 0.008, "upstream")]
+                  + [(f"{o}_lr@{b}", lr, "select") for b in budgets for o, lr in (("muon", 0.05), ("adamw", 0.008))])
 
 
-def test_verify_report_and_cli(dirs, capsys):
-    fake_campaign("verify", {"muon lr=0.02": ({"optimizer": "muon"}, [5.3])})
-    d = C.runs_dir() / C.results("verify", "smoke").run_id[0]
-    records.atomic_write(d / "routing.md", "| name | optimizer |\n|---|---|\n| w | muon |\n")
-    sv = {"min": 0.01, "median": 0.9, "max": 1.1, "signal_min": 0.7, "signal_max": 1.1}
-    records.write_json(C.runs_dir() / "campaigns" / "verify-smoke.checks.json",
-                       {"param": "w", "shape": [4, 4], "signal_dirs": 3, "dirs": 4, "gradient": sv,
-                        "newton_schulz": sv, "polar_express": sv})
-    assert main(["report", "verify"]) == 0
-    out = capsys.readouterr().out
-    assert "**Answer.** Yes: 1/1 Muon run(s) finished" in out and "3 of 4 singular directions" in out
-    assert "[0.700, 1.100] with Newton-Schulz" in out
-    assert "## Routing" in out and "| w | muon |" in out
-    assert (dirs / "reports" / "VERIFY_REPORT.md").exists()
-    assert (dirs / "reports" / "figs" / "verify_curves.png").exists()
+def test_horizon_report_crossing_and_steps_to_target(dirs):
+    horizon()
+    text = R.render_report("horizon", PRESET)
+    assert "Muon vs AdamW at 0.2M tokens (100 steps)" in text and "| 400 steps (0.8M tokens)" in text
+    # Δ > 0 at 100 steps, < 0 from 200 on: the curves cross between 0.2M and 0.4M tokens
+    assert "The curves cross between 0.2M and 0.4M tokens" in text
+    # Muon's curve at 400 steps: 5.5 at step 0, (5.5+1.51)/2 at 200, 1.51 at 400; AdamW's final: 1.655
+    t = R._to_target(res.val_curves(res.results("horizon", PRESET), PRESET), "muon steps=400", "adamw steps=400", 400)
+    mid = (5.5 + 1.51) / 2
+    expect = 200 + (mid - 1.655) / (mid - 1.51) * 200
+    assert t["steps"] == pytest.approx(expect) and t["frac"] == pytest.approx(expect / 400)
+    assert t["wall"] == pytest.approx(expect / 400)  # fake elapsed_s = step
+    assert f"{expect:.0f} of 400 steps" in text
+    assert (dirs / "reports" / "figs" / "horizon_budgets.png").exists()
 
 
-def test_report_errors(dirs):
-    with pytest.raises(ValueError, match="unknown report 'nope'"):
-        R.render_report("nope")
-    with pytest.raises(FileNotFoundError, match="no records of campaign geodesic"):
-        R.render_report("geodesic")
+def test_horizon_without_crossing(dirs):
+    horizon(muon={100: (1.8, 1.81), 200: (1.7, 1.72), 400: (1.5, 1.52)})
+    assert "The curves do not cross between 0.2M and 0.8M tokens: Muon is ahead at every budget measured; the " \
+           "gap grows with the budget." in R.render_report("horizon", PRESET)
 
 
-def test_best_of_k_arms_is_bonferroni_adjusted():
-    """Picking the best of k arms and testing it alone overstates the evidence: the verdict uses min(1, k p)."""
-    import pandas as pd
-    rows = [dict(arm=a, status="finished", final_val_loss=v) for a, vs in
-            {"base": [1.000, 1.010, 1.005], "t": [0.992, 0.997, 0.987]}.items() for v in vs]
-    df = pd.DataFrame(rows)
-    p = R.welch(df, "t", "base")
-    assert 0.025 < p < 0.05
-    assert R.compare(df, "t", "base").startswith("`t` beats `base`")
-    adjusted = R.compare(df, "t", "base", k=2)
-    assert adjusted.startswith("no significant difference") and f"p = {min(1, 2 * p):.2g}" in adjusted
+def test_lazy_interaction_is_a_paired_difference_of_differences(dirs):
+    mk = lambda k: {"optimizer": "muon", "project_every": k}
+    ak = lambda k: {"optimizer": "adamw", "project_every": k}
+    sel = {"muon every=1": (mk(1), SEL(1.50, 1.52)), "muon every=10": (mk(10), SEL(1.52, 1.55)),
+           "adamw every=1": (ak(1), SEL(1.60, 1.61)), "adamw every=10": (ak(10), SEL(1.66, 1.68))}
+    conf = {"muon every=1": (mk(1), CONF(1.50, 1.52, 1.51)), "muon every=10": (mk(10), CONF(1.52, 1.55, 1.53)),
+            "adamw every=1": (ak(1), CONF(1.60, 1.61, 1.62)), "adamw every=10": (ak(10), CONF(1.66, 1.68, 1.67))}
+    fake_campaign("lazy_projection", {"select": sel, "confirm": conf}, {"seeds": [0, 1], "confirm_seeds": [100, 101,
+                                                                                                          102]},
+                  [("muon_every", 1, "select"), ("interaction_every", 10, "select")])
+    text = R.render_report("lazy_projection", PRESET)
+    d = [(1.52 - 1.50) - (1.66 - 1.60), (1.55 - 1.52) - (1.68 - 1.61), (1.53 - 1.51) - (1.67 - 1.62)]
+    row = next(r for r in comparisons(text) if r[0] == "laziness interaction at every=10 (confirmation)")
+    assert row[1] == "3 confirmation" and row[2].startswith(f"{sum(d) / 3:+.4f} ±") and row[6] == "wins"
+    assert "Does Muon tolerate lazier projection than AdamW? At every=10 the interaction" in text
+    assert "says yes: Δ =" in text
+
+
+def test_index_has_a_verdict_for_every_hypothesis(dirs):
+    fake_sweep()
+    text = R.render_report("all", PRESET)
+    index = (dirs / "reports" / "INDEX.md").read_text()
+    assert index in text and "| lr_sweep " in index and "[MUON_LR_SWEEP_REPORT.md](MUON_LR_SWEEP_REPORT.md)" in index
+    assert "0.8M tokens/run" in index and "not run yet" in index  # the other campaigns
+    hyp = index.split("## Hypotheses of the research plan")[1].split("\n## ")[0]
+    rows = [line for line in hyp.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == len(R.HYPOTHESES)
+    assert rows[0].split("|")[2].strip() == "supported"
+    assert all(r.split("|")[2].strip() for r in rows)  # a verdict for each, "not tested yet" included
+    assert "## Chain of settings" in index and "| lr_sweep   | muon_lr" in index
+
+
+def test_report_names_corrupt_files_and_missing_records(dirs, capsys):
+    with pytest.raises(FileNotFoundError, match="no campaign records at preset cpu"):
+        R.render_report("all", PRESET)
+    assert main(["report", "all"]) == 2 and "no campaign records" in capsys.readouterr().err
+    fake_sweep()
+    bad = next((res.runs_dir(PRESET)).glob("*/summary.json"))
+    bad.write_text("{not json")
+    text = R.render_report("lr_sweep", PRESET)
+    assert f"failed: {bad}: not valid JSON" in text  # the run is reported as failed, naming the file
+    res.manifest_path("lr_sweep", PRESET).write_text("garbage")
+    assert main(["report", "lr_sweep"]) == 2
+    assert f"{res.manifest_path('lr_sweep', PRESET)}: not valid JSON" in capsys.readouterr().err
+
+
+def test_variants_and_other_presets_never_touch_the_lab_notebook(dirs):
+    fake_sweep()
+    R.render_report("lr_sweep", PRESET)
+    committed = (dirs / "reports" / "MUON_LR_SWEEP_REPORT.md").read_text()
+    fake_campaign("lr_sweep", {"confirm": {"muon": (M(0.05), CONF(1.4, 1.41)), "adamw": (A(0.008), CONF(1.6, 1.6))}},
+                  {**SWEEP_PARAMS, "muon_lrs": [0.05]}, tag="abc123")
+    R.render_report("lr_sweep", PRESET, "abc123")
+    assert (dirs / "reports" / "cpu" / "MUON_LR_SWEEP_REPORT-abc123.md").exists()
+    fake_campaign("lr_sweep", {"confirm": {"muon": (M(0.05), CONF(1.4, 1.41)), "adamw": (A(0.008), CONF(1.6, 1.6))}},
+                  SWEEP_PARAMS, preset="smoke")
+    R.render_report("lr_sweep", "smoke")
+    assert (dirs / "reports" / "smoke" / "MUON_LR_SWEEP_REPORT.md").exists()
+    assert (dirs / "reports" / "MUON_LR_SWEEP_REPORT.md").read_text() == committed
+    assert not math.isnan(len(committed))

@@ -132,7 +132,7 @@ class Block(nn.Module):
         self.mlp_gate = nn.Parameter(torch.zeros(d)) if gated else None
 
     def _alpha(self, alpha: nn.Parameter, gate: nn.Parameter | None) -> torch.Tensor:  # (d,)
-        a = eigen(alpha, self.alpha_init, self.base_scale).abs()  # abs (as NVIDIA): a step toward the branch, never away
+        a = eigen(alpha, self.alpha_init, self.base_scale).abs()  # abs (NVIDIA): a step toward the branch, not away
         return a if gate is None else a * (2 * torch.sigmoid(gate))
 
     def alpha_attn(self) -> torch.Tensor:  # effective alpha_A (gated included), (d,)
