@@ -361,7 +361,7 @@ class Grid:
         self.base = {**pin, "wandb": params.get("wandb", "disabled")}
         rd = runs_dir(self.preset)
         # runs_dir as the config records it: relative to the repo root when inside it (campaigns run from there)
-        self.runs_dir = os.path.relpath(rd, ROOT) if rd.resolve().is_relative_to(ROOT) else str(rd)
+        self.runs_dir = os.path.relpath(rd, ROOT) if rd.absolute().is_relative_to(ROOT) else str(rd)
         self.m = {"campaign": name, "preset": self.preset, "variant": self.tag or None,
                   "params": {k: v for k, v in params.items() if k not in RESULT_FREE}, "base": self.base,
                   "choices": [], "runs": []}
