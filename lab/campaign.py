@@ -482,9 +482,14 @@ def verify(*, preset, seeds, steps, lr, devices, wandb) -> pd.DataFrame:
     g = Grid("verify", dict(preset=preset, seeds=seeds, steps=steps, lr=lr, devices=devices, wandb=wandb))
     lr = lr or get_config(preset).lr
     g.run("run", {f"muon lr={lr:g}": {"optimizer": "muon", "lr": lr, **_steps(steps)}}, seeds)
-    with contextlib.chdir(ROOT):
-        check = orthogonality_check(get_config(preset, **_steps(steps), lr=lr, seed=int(seeds[0])))
-    records.write_json(manifest_path("verify", preset, g.tag).with_suffix(".checks.json"), check)
+    cfg = get_config(preset, **_steps(steps), lr=lr, seed=int(seeds[0]))
+    path = manifest_path("verify", preset, g.tag).with_suffix(".checks.json")
+    old = None
+    with contextlib.suppress(FileNotFoundError, records.CorruptRecord):
+        old = records.read_json(path)
+    if not old or old.get("run_id") != cfg.run_id():  # measured once per config, like a run: reruns reuse it
+        with contextlib.chdir(ROOT):
+            records.write_json(path, {"run_id": cfg.run_id(), **orthogonality_check(cfg)})
     return g.results()
 
 
