@@ -1,5 +1,6 @@
-"""Distributed training on CPU (gloo, 2 processes): the numbers of 1 process with the same global batch, checkpoints
-that move between world sizes, DistributedMuon's padding and state gathering, and torchrun end to end.
+"""Distributed training on CPU (gloo, 2 processes): the numbers of 1 process with the same global batch (grad_clip
+included), checkpoints that move between world sizes, DistributedMuon's ownership and state gathering, the bytes each
+rank hands to Muon's collectives, and torchrun end to end.
 
 The 2-process runs drive train() itself: one torch.multiprocessing.spawn (env:// rendezvous on a free port) runs
 every 2-process job of the module, and the 1-process references run in the pytest process. train() keeps no final
@@ -23,6 +24,7 @@ import lab.train as T
 from lab import records
 from lab.config import get_config
 from lab.data import shakespeare_shards
+from lab.optim import distributed
 from lab.optim.distributed import DistributedMuon
 from lab.optim.muon import SimpleMuon
 
@@ -32,10 +34,37 @@ ARMS = {
     "newton_schulz": dict(orthogonalizer="newton_schulz", normuon=True),
     "polar_express": dict(orthogonalizer="polar_express", normuon=True),
     "adamw": dict(optimizer="adamw"),
+    "newton_schulz_clip": dict(orthogonalizer="newton_schulz", normuon=True, grad_clip=0.1),  # smoke norms ~0.2
 }
 CKPT_ARM = "newton_schulz"  # sharded momentum and NorMuon buffers: the state a world-size change must move
 TOL = 1e-5                  # fp32 on CPU; observed differences are 1e-7..1e-6
-SPAWN_TIMEOUT_S = 120
+SPAWN_TIMEOUT_S = 240
+MIXED = [(24, 8), (8, 24), (16, 16), (40, 8), (4, 4)]  # numel 192, 192, 256, 320, 16: uneven buckets on 2 ranks
+H100 = [(768, 768)] * 4 + [(6144, 768), (768, 3072)]  # one h100 layer's Muon matrices: wq, wk, wv, wo, w_fc, w_proj
+BYTE_SHAPES = {
+    "h100/48": [(m // 48, n // 48) for m, n in H100] * 11,  # 11 layers at 1/48 of the width: equal buckets
+    "mixed": MIXED,                                          # uneven buckets: one reduce / broadcast per owner
+}
+CLIP = 1.0  # the toy gradients' norm is ~100: clipping is active
+
+
+def _nb(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+# bytes a rank hands to each collective: a reduce-scatter its input, an all-gather its output, a reduce or broadcast
+# its tensor, an all-reduce twice its tensor (the deprecated names of the first two included)
+COLLECTIVES = {
+    "reduce_scatter_single": lambda out, inp, *a, **k: _nb(inp),
+    "reduce_scatter_tensor": lambda out, inp, *a, **k: _nb(inp),
+    "reduce_scatter": lambda out, inputs, *a, **k: sum(map(_nb, inputs)),
+    "all_gather_single": lambda out, inp, *a, **k: _nb(out),
+    "all_gather_into_tensor": lambda out, inp, *a, **k: _nb(out),
+    "all_gather": lambda outs, inp, *a, **k: sum(map(_nb, outs)),
+    "reduce": lambda t, *a, **k: _nb(t),
+    "broadcast": lambda t, *a, **k: _nb(t),
+    "all_reduce": lambda t, *a, **k: 2 * _nb(t),
+}
 
 
 def _cfg(runs_dir, batch_size, arm):
@@ -59,11 +88,11 @@ def _capturing_finish(out: Path, rank: int):
 
 
 def _optimizer_check(rank: int, out: Path) -> None:
-    """DistributedMuon vs SimpleMuon on 5 matrices of mixed shapes in 2 groups: 5 slots padded to 6, chunks that
-    mix shapes; then the gathered state_dict vs SimpleMuon's, and a reload keeping this rank's share."""
-    shapes = [(24, 8), (8, 24), (16, 16), (40, 8), (4, 4)]
+    """DistributedMuon.step() alone (it averages the gradients itself) vs SimpleMuon on the mean gradient, 5 matrices
+    of mixed shapes in 2 groups (uneven buckets); then the gathered state_dict vs SimpleMuon's, and a reload keeping
+    this rank's share."""
     gen = torch.Generator().manual_seed(0)  # the same numbers on every rank
-    init = [torch.randn(s, generator=gen) for s in shapes]
+    init = [torch.randn(s, generator=gen) for s in MIXED]
     ref = [torch.nn.Parameter(t.clone()) for t in init]
     mine = [torch.nn.Parameter(t.clone()) for t in init]
     kw = dict(lr=0.05, normuon=True, weight_decay=0.1, cautious_wd=True, ortho_dtype=torch.float32)
@@ -71,16 +100,67 @@ def _optimizer_check(rank: int, out: Path) -> None:
     opt = DistributedMuon.from_simple(SimpleMuon([{"params": mine[:2]}, {"params": mine[2:], "lr": 0.03}], **kw))
     for _ in range(3):
         for a, b in zip(ref, mine):
-            a.grad = torch.randn(a.shape, generator=gen)
-            b.grad = a.grad.clone()
+            local = [torch.randn(a.shape, generator=gen) for _ in range(2)]  # each rank's own gradient
+            a.grad = (local[0] + local[1]) / 2
+            b.grad = local[rank].clone()
         opt_ref.step()
         opt.step()
+    owned = {id(p) for p in opt.owned()}
+    grads_off_owner = [b.grad is not None for b in mine if id(b) not in owned]  # all False: never used
     sd, sd_ref = opt.state_dict(), opt_ref.state_dict()
     fresh = DistributedMuon.from_simple(SimpleMuon([{"params": mine[:2]}, {"params": mine[2:]}], **kw))
     fresh.load_state_dict(sd)
     torch.save({"weights": [p.detach() for p in mine], "weights_ref": [p.detach() for p in ref],
                 "sd": sd, "sd_ref": sd_ref, "owned_before": len(opt.state), "owned_after": len(fresh.state),
-                "n_owned": len(fresh.owned())}, out / f"optim.rank{rank}.pt")
+                "n_owned": len(fresh.owned()), "grads_off_owner": grads_off_owner}, out / f"optim.rank{rank}.pt")
+
+
+def _tally(monkeypatch, log: list) -> None:
+    """Every torch.distributed collective of COLLECTIVES also appends (name, bytes handed) to `log`."""
+    def counted(name, fn, size):
+        def wrapped(*a, **k):
+            log.append((name, size(*a, **k)))
+            return fn(*a, **k)
+        return wrapped
+    for name, size in COLLECTIVES.items():
+        monkeypatch.setattr(torch.distributed, name, counted(name, getattr(torch.distributed, name), size))
+
+
+def _sync_check(rank: int, world: int, out: Path) -> None:
+    """sync_and_clip + step, as train.py calls them, on a toy model: the Muon matrices of BYTE_SHAPES plus a 1-D gain
+    on AdamW, every rank with its own gradients, grad_clip active. Saves the final weights next to 1 process's (the
+    mean gradient, clip_grad_norm_, SimpleMuon and AdamW), the norms, and the collectives of the second step."""
+    res = {}
+    for name, shapes in BYTE_SHAPES.items():
+        gen = torch.Generator().manual_seed(1)  # the same numbers on every rank
+        init = [torch.randn(s, generator=gen) for s in shapes] + [torch.randn(16, generator=gen)]
+        ref, mine = (torch.nn.ParameterList([torch.nn.Parameter(t.clone()) for t in init]) for _ in range(2))
+
+        def opts(ps):
+            return [SimpleMuon(list(ps)[:-1], lr=0.05, normuon=True, weight_decay=0.1, cautious_wd=True,
+                               ortho_dtype=torch.float32), torch.optim.AdamW(list(ps)[-1:], lr=0.01)]
+        opt_ref, opt = opts(ref), distributed.wrap(opts(mine), mine, world)
+        norms, log = [], []
+        for step in range(3):
+            local = [[torch.randn(p.shape, generator=gen) for p in ref] for _ in range(world)]  # each rank's grads
+            for i, (a, b) in enumerate(zip(ref, mine)):
+                a.grad = torch.stack([g[i] for g in local]).sum(0) / world
+                b.grad = local[rank][i].clone()
+            norm_ref = torch.nn.utils.clip_grad_norm_(ref.parameters(), CLIP).item()
+            with pytest.MonkeyPatch.context() as m:
+                _tally(m, log if step == 1 else [])
+                norm = distributed.sync_and_clip(mine, opt, world, CLIP)
+                for o in opt:
+                    o.step()
+            for o in opt_ref:
+                o.step()
+            ref.zero_grad(set_to_none=True)
+            mine.zero_grad(set_to_none=True)
+            norms.append((norm, norm_ref))
+        res[name] = {"weights": [p.detach() for p in mine], "weights_ref": [p.detach() for p in ref], "init": init,
+                     "norms": norms, "log": log, "n_muon": sum(p.numel() for p in list(mine)[:-1]),
+                     "n_adamw": mine[-1].numel()}
+    torch.save(res, out / f"sync.rank{rank}.pt")
 
 
 def _worker(rank: int, world: int, port: int, jobs: list, out: str) -> None:
@@ -94,6 +174,7 @@ def _worker(rank: int, world: int, port: int, jobs: list, out: str) -> None:
         except KeyboardInterrupt:
             assert stop_at is not None
     _optimizer_check(rank, Path(out))
+    _sync_check(rank, world, Path(out))
 
 
 def _free_port() -> int:
@@ -172,6 +253,7 @@ def test_two_processes_match_one(dist, arm):
     print(f"\n{arm}: max |w_1proc - w_2proc| = {diff:.2e} (2-process spawn {dist['spawn_s']:.1f} s)")
     assert diff < TOL
     assert max(v.abs().max().item() for v in w1.values()) > 0  # not a vacuous comparison
+    clip = ARMS[arm].get("grad_clip", 0)
     # exactly one record, written by rank 0, saying world size 2, with the 1-process numbers
     run_dirs = list((dist["tmp"] / "two" / arm).iterdir())
     assert [p.name for p in run_dirs] == [two.run_id()]
@@ -187,6 +269,7 @@ def test_two_processes_match_one(dist, arm):
     for r1, r2 in zip(rows1[:-1], rows2[:-1]):
         for key in ("grad_norm", "train_loss"):
             assert r2[key] == pytest.approx(r1[key], rel=1e-5), (key, r1["step"])
+        assert r1["grad_norm"] > clip  # the clip arm clips at every step
 
 
 def test_checkpoint_from_two_processes_has_the_whole_state(dist):
@@ -216,10 +299,12 @@ def test_resume_one_process_to_two(dist):
     assert diff < TOL and _max_diff(w, _weights(dist, dist["one"][CKPT_ARM])) < TOL
 
 
-def test_distributed_muon_padding_and_state(dist):
-    """5 mixed-shape matrices over 2 ranks: SimpleMuon's weights, SimpleMuon's state_dict, state kept per owner."""
+def test_distributed_muon_uneven_buckets_and_state(dist):
+    """5 mixed-shape matrices over 2 ranks, each with its own gradients: SimpleMuon's weights on the mean gradient,
+    SimpleMuon's state_dict, state kept per owner, no gradient left off the owner."""
     for rank in (0, 1):
         r = torch.load(dist["out"] / f"optim.rank{rank}.pt", weights_only=True)
+        assert r["grads_off_owner"] and not any(r["grads_off_owner"])
         for a, b in zip(r["weights"], r["weights_ref"]):
             torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
         assert r["sd"]["param_groups"] == r["sd_ref"]["param_groups"]
@@ -228,8 +313,59 @@ def test_distributed_muon_padding_and_state(dist):
             assert st.keys() == r["sd"]["state"][i].keys()
             for k in st:
                 torch.testing.assert_close(r["sd"]["state"][i][k], st[k], atol=1e-6, rtol=0)
-        n = 3 if rank == 0 else 2  # numel 320, 256, 192, 192, 16, pad -> ranks 0, 1, 0, 1, 0, 1
+        n = 2 if rank == 0 else 3  # numel 320, 256, 192, 192, 16 -> least loaded: ranks 0, 1, 1, 0, 1 (512 | 464)
         assert r["owned_before"] == r["owned_after"] == r["n_owned"] == n
+
+
+def _old_bytes(shapes, world: int) -> int:
+    """What the previous scheme handed per step and rank: one fp32 all-reduce per Muon gradient, then one fp32
+    all-gather per chunk of `world` consecutive matrices (numel descending, padded with empty slots), every rank's
+    send padded to the chunk's largest matrix."""
+    numels = sorted((m * n for m, n in shapes), reverse=True)
+    numels += [0] * (-len(numels) % world)
+    gathers = sum(world * max(numels[i:i + world]) for i in range(0, len(numels), world))
+    return 2 * 4 * sum(numels) + 4 * gathers
+
+
+@pytest.mark.parametrize("name", list(BYTE_SHAPES))
+def test_sync_and_clip_bytes_and_numbers(dist, name):
+    """Per step and rank, Muon's collectives hand <= 2 units (fp32 on gloo) per Muon weight, in a few calls; AdamW and
+    the norm take one all-reduce each; and the clipped 2-process step is 1 process's on the mean gradient."""
+    world, unit = 2, 4
+    runs = [torch.load(dist["out"] / f"sync.rank{rank}.pt", weights_only=True)[name] for rank in (0, 1)]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0]["weights"], runs[1]["weights"]))  # identical on every rank
+    for rank, r in enumerate(runs):
+        diff = max((a - b).abs().max().item() for a, b in zip(r["weights"], r["weights_ref"]))
+        assert diff < 1e-6
+        assert min((a - b).abs().max().item() for a, b in zip(r["weights"], r["init"])) > 1e-3  # every weight moved
+        for norm, norm_ref in r["norms"]:
+            assert norm == pytest.approx(norm_ref, rel=1e-5) and norm > CLIP
+        reduces = [b for op, b in r["log"] if op == "all_reduce"]
+        assert reduces == [2 * unit * r["n_adamw"], 2 * unit]  # AdamW's flat buffer, the squared norm
+        muon = [(op, b) for op, b in r["log"] if op != "all_reduce"]
+        per_weight = sum(b for _, b in muon) / unit / r["n_muon"]
+        old = _old_bytes(BYTE_SHAPES[name], world) / unit / r["n_muon"]
+        ops = sorted({op for op, _ in muon})
+        print(f"\n{name} rank {rank}: Muon hands {per_weight:.3f} units/weight in {len(muon)} calls {ops} "
+              f"(old scheme {old:.3f}); max |w_1proc - w_2proc| = {diff:.2e}")
+        assert per_weight <= 2
+        assert len(muon) == (2 if name == "h100/48" else 2 * world)  # equal buckets: 1 reduce-scatter + 1 gather
+
+
+def test_bytes_at_h100_shapes():
+    """The h100 model's matrices on 8 ranks: equal buckets, so 1 bf16 reduce-scatter + 1 fp32 all-gather (6 bytes per
+    Muon weight) where the previous scheme handed 12.7 (fp32 all-reduce per matrix + padded all-gathers)."""
+    shapes, world = H100 * 11, 8
+    with torch.device("meta"):
+        opt = DistributedMuon([torch.nn.Parameter(torch.empty(s)) for s in shapes], rank=0, world=world)
+    mats, sizes, _ = opt._layout()
+    n = sum(p.numel() for p in mats)
+    assert len(mats) == 66 and len(set(sizes)) == 1 and sum(sizes) == n  # no padding at all
+    wire, weights = opt.wire_dtype(torch.device("cuda")).itemsize, mats[0].element_size()  # bf16 grads, fp32 weights
+    new, old = (n * wire + n * weights) / n, _old_bytes(shapes, world) / n
+    assert (wire, weights) == (2, 4) and new == 6
+    print(f"\nh100 shapes on {world} ranks: {new:.2f} bytes per Muon weight (was {old:.2f})")
+    assert old == pytest.approx(12.727, abs=1e-3)
 
 
 def test_torchrun_cli(tmp_path):
