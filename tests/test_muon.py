@@ -356,6 +356,17 @@ def test_schedules():
     assert weight_decay_multiplier(0, 100) == 1.0 and weight_decay_multiplier(50, 100) == 0.5
 
 
+@pytest.mark.parametrize("preset", ["smoke", "cpu", "h100"])
+def test_momentum_warmup_ends_before_the_warmdown(preset):
+    """The warmup is a fraction of the run: 0.95 is reached before the lr warmdown starts (the h100 preset used to
+    keep modded's 300 steps in a 400-step run, so momentum was still warming up during the warmdown)."""
+    c = get_config(preset)
+    warmdown_start = c.steps - round(c.warmdown_frac * c.steps)
+    assert c.momentum_warmup < warmdown_start
+    assert muon_momentum(c.momentum_warmup, c.momentum_start, c.momentum, c.momentum_warmup) == c.momentum
+    assert get_config("cpu").momentum_warmup == 100 and get_config("cpu", steps=800).momentum_warmup == 200
+
+
 def test_projection_after_update_restores_unit_norm():
     cfg = get_config("smoke", optimizer="adamw", adamw_lr=0.05)
     model = build_model(cfg)
