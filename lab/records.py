@@ -47,6 +47,7 @@ def atomic_write(path: Path, data: bytes | str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are for everyone to read
+        fault("atomic_written", path.name)  # tests: the temp file complete, before it replaces the record
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -98,9 +99,10 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return rows
 
 
-def truncate_metrics(run_dir: Path, step: int) -> None:
-    """Keep only rows before `step` (resuming from a checkpoint taken at `step` recomputes the rest)."""
-    rows = [r for r in read_metrics(run_dir) if r["step"] < step]
+def truncate_metrics(run_dir: Path, step: int, rows: list[dict] | None = None) -> None:
+    """Keep only rows before `step` (resuming from a checkpoint taken at `step` recomputes the rest). `rows`: the
+    log as already read (read_metrics), so that a torn line is reported once."""
+    rows = [r for r in (read_metrics(run_dir) if rows is None else rows) if r["step"] < step]
     atomic_write(Path(run_dir) / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -108,16 +110,18 @@ class MetricsLog:
     """Appends one JSON line per step. The log always agrees with the state the run continues from: a run that
     starts at step 0 starts a fresh log, a run resumed at step k keeps exactly the rows before k."""
 
-    def __init__(self, run_dir: Path, start: int = 0):
+    def __init__(self, run_dir: Path, start: int = 0, rows: list[dict] | None = None):
         path = Path(run_dir) / "metrics.jsonl"
         if start == 0:
             atomic_write(path, "")
         else:
-            truncate_metrics(run_dir, start)
+            truncate_metrics(run_dir, start, rows)
         self.f = open(path, "a")
 
     def log(self, row: dict) -> None:
-        self.f.write(json.dumps(row) + "\n")
+        line = json.dumps(row) + "\n"
+        fault("metrics_torn", row["step"], before=lambda: (self.f.write(line[:len(line) // 2]), self.f.flush()))
+        self.f.write(line)
         self.f.flush()
 
     def close(self) -> None:
@@ -234,8 +238,10 @@ def save_checkpoint(path: Path, state: dict) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-            fault("ckpt_written")  # tests: a kill after the temp file is complete, before it replaces ckpt.pt
+            os.chmod(tmp, 0o644)  # like every other record (mkstemp makes 0600)
+            fault("ckpt_written", state.get("step"))  # tests: the temp file complete, before it replaces ckpt.pt
         os.replace(tmp, path)
+        fault("ckpt_replaced", state.get("step"))  # tests: the new checkpoint in place
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -247,13 +253,17 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)  # a checkpoint is data, never code
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, pickle.UnpicklingError) as e:
-        raise CorruptRecord(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") \
-            from None
+        why = ": ".join([type(e).__name__, *str(e).splitlines()[:1]])  # EOFError() has no message
+        raise CorruptRecord(f"{path}: unreadable checkpoint ({why[:160]})") from None
 
 
-def fault(point: str) -> None:
-    """Fault injection for tests/test_faults.py: LAB_FAULT=<point> kills this process (SIGKILL) at that point."""
-    if os.environ.get("LAB_FAULT") == point:
+def fault(point: str, at=None, before=None) -> None:
+    """Fault injection for tests/test_faults.py: LAB_FAULT=<point> (or <point>@<at>: at that step or file only)
+    kills this process with SIGKILL at that point, after calling `before` (e.g. to write half a line)."""
+    want = os.environ.get("LAB_FAULT")
+    if want and want in (point, f"{point}@{at}"):
+        if before is not None:
+            before()
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -261,13 +271,14 @@ WANDB_TIMEOUT_S = 10.0  # give up on a wandb server that does not answer within 
 
 
 def _unreachable(url: str, timeout: float) -> str | None:
-    """Why `url` cannot be reached (connection refused, DNS, timeout), or None if it answers at all."""
+    """Why `url` cannot be used (connection refused, DNS, timeout, a server error), or None if it answers. A server
+    that answers 5xx would also hold wandb.init for ~20 s (login retries, then init_timeout)."""
     import urllib.error
     import urllib.request
     try:
         urllib.request.urlopen(url, timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return None  # it answered (with an error status): reachable
+    except urllib.error.HTTPError as e:
+        return f"HTTP {e.code} {e.reason}" if e.code >= 500 else None  # 4xx: it answered, reachable
     except Exception as e:  # noqa: BLE001
         return f"{type(e).__name__}: {getattr(e, 'reason', e)}"
     return None
@@ -285,7 +296,7 @@ class WandbMirror:
                 url = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
                 down = _unreachable(url, timeout=WANDB_TIMEOUT_S / 2)
                 if down:
-                    raise ConnectionError(f"{url} unreachable ({down})")
+                    raise ConnectionError(f"{url} cannot be used ({down})")
             import wandb
             self.run = wandb.init(project=config.wandb_project, group=config.campaign or None, name=run_id,
                                   id=run_id, resume="allow", config=config.to_dict(), dir=str(run_dir),
