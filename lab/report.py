@@ -370,7 +370,12 @@ def _geodesic(r: Report) -> None:
         return (f"At {r.tokens()} tokens, with each update rule at its own tuned lr ({tuned}; matched step size "
                 f"by tuning each mode on its own grid), " + _say(
                     head, "the geodesic step beats projection", "the geodesic step loses to projection",
-                    "no significant difference between the geodesic step and projection") + "." + edges)
+                    "no significant difference between the geodesic step and projection") + "." + edges + drift())
+
+    def drift():
+        d = pd.to_numeric(r.df.get("max_geodesic_drift", pd.Series(dtype=float)), errors="coerce").dropna()
+        return (f" The geodesic-updated matrices stayed on the sphere: max | ‖w‖ − 1 | after any step, over "
+                f"{len(d)} geodesic run(s), {d.max():.1e}." if len(d) else "")
     r.answer.append(answer)
     r.sections.append(lambda: [
         "## Why tune each mode's lr (matched step size)", "",

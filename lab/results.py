@@ -94,7 +94,7 @@ def results(name: str, preset: str, tag: str = "", m: dict | None = None) -> pd.
                     "final_val_loss": s.get("final_val_loss"), "best_val_loss": s.get("best_val_loss"),
                     "tokens_per_s": s.get("tokens_per_s"), "wall_time_s": s.get("wall_time_s"),
                     "diverged_at": s.get("diverged_at"), "max_sphere_drift": s.get("max_sphere_drift"),
-                    "error": s.get("error")})
+                    "max_geodesic_drift": s.get("max_geodesic_drift"), "error": s.get("error")})
     return pd.DataFrame(out)
 
 

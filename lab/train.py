@@ -26,7 +26,7 @@ from lab.models import build_model, flops_per_token
 from lab.optim import distributed
 from lab.optim.schedules import lr_multiplier, muon_momentum, weight_decay_multiplier
 from lab.optim.setup import build_optimizers, format_routing
-from lab.optim.sphere import max_sphere_drift, project_to_sphere
+from lab.optim.sphere import max_drift, max_sphere_drift, project_to_sphere
 
 # dense bf16 peak FLOP/s for the MFU estimate; the first name found in the device name wins (H100 PCIe and NVL
 # before the SXM default)
@@ -103,15 +103,32 @@ def set_schedules(optimizers, config: Config, step: int) -> dict:
     return row
 
 
-def _final_summary(run_dir: Path) -> dict | None:
+def _final_summary(run_dir: Path, rank: int = 0, quiet: bool = False) -> dict | None:
     """The summary of a finished or diverged run, else None. An unreadable summary.json is reported (one line) and
-    treated as absent: the run resumes from its checkpoint, or retrains."""
+    treated as absent: the run resumes from its checkpoint, or retrains. A final run's checkpoint is removed if a
+    kill left one (between summary.json and its removal): it is never resumed."""
     try:
         s = records.read_summary(run_dir)
     except records.CorruptRecord as e:
-        records.warn(f"{e}: ignoring it, the run resumes from its checkpoint (or starts again)")
+        if rank == 0 and not quiet:
+            records.warn(f"{e}: ignoring it, the run resumes from its checkpoint (or starts again)")
         return None
-    return s if s and s["status"] in records.FINAL else None
+    if not (s and s["status"] in records.FINAL):
+        return None
+    if rank == 0:
+        (Path(run_dir) / "ckpt.pt").unlink(missing_ok=True)
+    return s
+
+
+def _log_gap(rows: list[dict], k: int, path: Path) -> str | None:
+    """What is wrong with a log that should hold one row per step before a checkpoint at step k, or None."""
+    have = [r["step"] for r in rows if r["step"] < k]
+    if have == list(range(k)):
+        return None
+    missing = sorted(set(range(k)) - set(have))
+    if missing:
+        return f"{path} lacks the rows of {len(missing)} of the {k} steps before the checkpoint (first: {missing[0]})"
+    return f"{path} repeats {len(have) - k} rows of the {k} steps before the checkpoint"
 
 
 def train(config: Config, progress: bool = True, _stop_at: int | None = None) -> dict:
@@ -124,7 +141,7 @@ def train(config: Config, progress: bool = True, _stop_at: int | None = None) ->
     rank, world = distributed.setup()
     run_id = config.run_id()
     run_dir = Path(config.runs_dir) / run_id
-    done = _final_summary(run_dir)
+    done = _final_summary(run_dir, rank)
     if done:
         return done
     device = resolve_device(config) if world == 1 else distributed.device(config)
@@ -141,7 +158,7 @@ def train(config: Config, progress: bool = True, _stop_at: int | None = None) ->
         raise records.RunLocked(held)
     run = None
     try:
-        done = _final_summary(run_dir)  # another process may have finished it while we waited for the lock
+        done = _final_summary(run_dir, rank, quiet=True)  # another process may have finished it before our lock
         if done:
             return done
         if rank == 0:
@@ -189,12 +206,16 @@ class Run:
         self.fwd = torch.compile(self.model) if config.compile else self.model
         self.ctx = autocast_ctx(config, device)
         self.ckpt_path = run_dir / "ckpt.pt"
-        self.start, self.elapsed = 0, 0.0
-        self.state = {"best_val": math.inf, "first_loss": None, "max_drift": 0.0, "diverged_at": None}
+        self.start, self.elapsed, self.rows = 0, 0.0, None
+        self.state = {"best_val": math.inf, "first_loss": None, "max_drift": 0.0, "diverged_at": None,
+                      "max_geodesic_drift": 0.0}
+        # matrices moved by geodesic steps: their drift is measured after every step, before any projection
+        self.geodesic = [(p, g["sphere_dim"]) for o in self.optimizers for g in o.param_groups if g.get("geodesic")
+                         for p in g["params"]]
         if self.ckpt_path.exists():
             self.resume()
         self.done = self.start  # training steps in the current state
-        self.log = records.MetricsLog(run_dir, self.start) if master else None
+        self.log = records.MetricsLog(run_dir, self.start, self.rows) if master else None
         self.mirror = records.WandbMirror(config, run_dir, run_id) if master else None
 
     def resume(self) -> None:
@@ -202,13 +223,27 @@ class Run:
         is moved aside to ckpt.pt.corrupt and the run starts again from step 0."""
         try:
             ck, err = records.load_checkpoint(self.ckpt_path), None
+            err = self._not_ours(ck)
         except records.CorruptRecord as e:
             ck, err = None, str(e)
+        if err:
+            ck = None
         if not distributed.all_true(ck is not None):
             if self.master:
                 self.ckpt_path.replace(self.ckpt_path.with_name("ckpt.pt.corrupt"))
                 records.warn(f"{err or 'a rank could not read ' + str(self.ckpt_path)}: moved to ckpt.pt.corrupt, "
                              "the run starts again from step 0")
+            return
+        # the log must hold one row per step before the checkpoint (rows after it are recomputed): resuming over a
+        # gap or duplicates would leave records that lie, so such a run starts again from step 0
+        gap = None
+        if self.master:
+            self.rows = records.read_metrics(self.run_dir)
+            gap = _log_gap(self.rows, ck["step"], self.run_dir / "metrics.jsonl")
+        gap = distributed.broadcast_object(gap)
+        if gap:
+            if self.master:
+                records.warn(f"{gap}: the run starts again from step 0")
             return
         self.model.load_state_dict(ck["model"])
         for opt, sd in zip(self.optimizers, ck["optimizers"]):
@@ -218,6 +253,18 @@ class Run:
         if self.master and ck.get("world", 1) != self.world:  # optimizer state is world-size independent
             print(f"[lab] resuming a checkpoint written by {ck.get('world', 1)} process(es) on {self.world}: "
                   f"global batch is now {self.world} x batch_size")
+
+    def _not_ours(self, ck) -> str | None:
+        """Why a checkpoint that torch could read is not one this run can resume from, or None."""
+        keys = {"model", "optimizers", "step", "elapsed", "state", "rng"}
+        missing = sorted(keys - set(ck)) if isinstance(ck, dict) else sorted(keys)
+        if missing:
+            return f"{self.ckpt_path}: not a run checkpoint (no {', '.join(missing)})"
+        if not (isinstance(ck["step"], int) and 0 < ck["step"] < self.config.steps):
+            return f"{self.ckpt_path}: checkpoint step {ck['step']!r} outside 1..{self.config.steps - 1}"
+        if len(ck["optimizers"]) != len(self.optimizers):
+            return f"{self.ckpt_path}: {len(ck['optimizers'])} optimizer states for {len(self.optimizers)} optimizers"
+        return None
 
     def checkpoint(self, step: int) -> None:
         """Called on every rank (gathering sharded optimizer state is a collective); rank 0 writes the file."""
@@ -241,6 +288,8 @@ class Run:
         for opt in self.optimizers:
             opt.step()
         model.zero_grad(set_to_none=True)
+        if self.geodesic:
+            self.state["max_geodesic_drift"] = max(self.state.get("max_geodesic_drift", 0.0), max_drift(self.geodesic))
         if (step + 1) % cfg.project_every == 0 and hasattr(model, "sphere_params"):  # lazy: after every N-th step
             self.state["max_drift"] = max(self.state["max_drift"], max_sphere_drift(model))
             project_to_sphere(model)
@@ -307,9 +356,11 @@ class Run:
                    "final_val_loss": val, "best_val_loss": s["best_val"] if math.isfinite(s["best_val"]) else None,
                    "final_train_loss": losses[-1] if losses else None, "diverged_at": s["diverged_at"],
                    "wall_time_s": self.elapsed, "tokens_per_s": sum(tps) / len(tps) if tps else None,
-                   "max_sphere_drift": s["max_drift"], "error": error}
+                   "max_sphere_drift": s["max_drift"],
+                   "max_geodesic_drift": s.get("max_geodesic_drift", 0.0) if self.geodesic else None, "error": error}
         if self.master:
             records.write_json(self.run_dir / "summary.json", summary)
+            records.fault("summary_written")  # tests: summary.json in place, the checkpoint not yet removed
             if status in records.FINAL:
                 self.ckpt_path.unlink(missing_ok=True)
         return summary

@@ -3,6 +3,7 @@ import inspect
 import json
 
 import pytest
+import torch
 
 import lab.train as T
 from lab import records
@@ -109,13 +110,15 @@ def test_same_config_same_numbers(tmp_path):
     assert s1["final_val_loss"] == s2["final_val_loss"]
 
 
-def test_wandb_failure_never_stops_a_run(tmp_path, monkeypatch):
+def test_wandb_failure_never_stops_a_run(tmp_path, monkeypatch, capsys):
     import wandb
 
     def broken(*a, **k):
         raise RuntimeError("no network")
     monkeypatch.setattr(wandb, "init", broken)
+    monkeypatch.setattr(records, "_unreachable", lambda url, timeout: None)  # the probe passes: wandb.init fails
     assert T.train(cfg(tmp_path, wandb="online"), progress=False)["status"] == "finished"
+    assert "which goes on without it: RuntimeError: no network" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -148,3 +151,57 @@ def test_run_id_ignores_only_what_a_run_never_reads(tmp_path):
     a = T.train(cfg(tmp_path / "a"), progress=False)
     b = T.train(cfg(tmp_path / "b", adamw_lr=0.5), progress=False)
     assert a["final_val_loss"] == b["final_val_loss"]
+
+
+def test_resume_loads_on_the_cpu_and_restores_the_rng_there(tmp_path, monkeypatch):
+    """The GPU crash: a checkpoint loaded with map_location=<the run's device> puts the CPU RNG state on the GPU,
+    and torch.set_rng_state takes only a CPU ByteTensor. Every load goes through records.load_checkpoint with
+    map_location='cpu' (tensors move to the device in load_state_dict), and the RNG state is set from the CPU."""
+    c = cfg(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(c, progress=False, _stop_at=8)
+    loads, states = [], []
+    real_load, real_set = torch.load, torch.set_rng_state
+
+    def spy_load(*a, **k):
+        loads.append(k.get("map_location"))
+        return real_load(*a, **k)
+
+    def spy_set(state):
+        states.append((state.device.type, state.dtype))
+        return real_set(state)
+    monkeypatch.setattr(torch, "load", spy_load)
+    monkeypatch.setattr(torch, "set_rng_state", spy_set)
+    assert T.train(c, progress=False)["status"] == "finished"
+    assert loads == ["cpu"] and states == [("cpu", torch.uint8)]
+
+
+def test_evaluations_never_change_a_lazy_runs_trajectory(tmp_path, monkeypatch):
+    """Evaluating on projected weights (project, evaluate, restore) leaves a lazy run exactly where it was: the same
+    train losses, drift and final weights with an evaluation after every step as with evaluations only at 0, 6, 12."""
+    finals = {}
+    real_finish = T.Run.finish
+
+    def keep_weights(self, *a, **k):
+        finals[self.config.val_every] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        return real_finish(self, *a, **k)
+    monkeypatch.setattr(T.Run, "finish", keep_weights)
+    kw = dict(project_every=5, optimizer="adamw", adamw_lr=0.02)
+    dense, sparse = cfg(tmp_path / "dense", val_every=1, **kw), cfg(tmp_path / "sparse", val_every=6, **kw)
+    s_dense, s_sparse = T.train(dense, progress=False), T.train(sparse, progress=False)
+    rows = lambda c, p: records.read_metrics(p / "runs" / c.run_id())
+    r_dense, r_sparse = rows(dense, tmp_path / "dense"), rows(sparse, tmp_path / "sparse")
+    assert sum("val_loss" in r for r in r_dense) == 13 and sum("val_loss" in r for r in r_sparse) == 3
+    assert [r.get("train_loss") for r in r_dense] == [r.get("train_loss") for r in r_sparse]
+    assert s_dense["max_sphere_drift"] == s_sparse["max_sphere_drift"] > 0
+    assert s_dense["final_val_loss"] == s_sparse["final_val_loss"]
+    assert all(torch.equal(finals[1][k], finals[6][k]) for k in finals[6])
+
+
+@pytest.mark.parametrize("mode", ["lr", "lr_norm"])
+def test_geodesic_drift_is_recorded(tmp_path, mode):
+    """The geodesic-updated matrices' drift, measured after every step before any projection, is in the summary."""
+    s = T.train(cfg(tmp_path, geodesic=mode, project_every=12), progress=False)
+    assert s["status"] == "finished" and 0 <= s["max_geodesic_drift"] < 1e-5
+    assert s["max_sphere_drift"] > 1e-3  # the AdamW-updated sphere matrices (embeddings) do drift between projections
+    assert T.train(cfg(tmp_path / "plain"), progress=False)["max_geodesic_drift"] is None

@@ -15,10 +15,15 @@ def project_to_sphere(model) -> None:
 
 
 @torch.no_grad()
-def max_sphere_drift(model) -> float:
-    """max over sphere matrices of | ||vector|| - 1 | along the declared axis (0.0 without sphere_params)."""
-    drifts = [(p.float().norm(dim=dim) - 1).abs().max() for _, p, dim in getattr(model, "sphere_params", tuple)()]
+def max_drift(pairs) -> float:
+    """max over (matrix, axis) pairs of | ||vector|| - 1 | along the axis (0.0 for none)."""
+    drifts = [(p.float().norm(dim=dim) - 1).abs().max() for p, dim in pairs]
     return torch.stack(drifts).max().item() if drifts else 0.0
+
+
+def max_sphere_drift(model) -> float:
+    """max_drift over every sphere matrix the model declares (0.0 without sphere_params)."""
+    return max_drift((p, dim) for _, p, dim in getattr(model, "sphere_params", tuple)())
 
 
 GEODESIC_TOL = 1e-4  # a tangent part below this fraction of ||D_i|| is rounding noise: the vector stays put
