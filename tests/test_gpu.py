@@ -61,3 +61,24 @@ def test_cpu_preset_trains_on_cuda_with_bf16_autocast(tmp_path):
     c = get_config("cpu", steps=40, val_every=20, device="cuda", runs_dir=str(tmp_path), data_dir=str(tmp_path / "d"))
     s = train(c, progress=False)
     assert s["status"] == "finished" and s["final_val_loss"] < 4.0
+
+
+def test_xxt_fp32_is_exact_not_tf32():
+    """fp32 inputs use tl.dot's IEEE mode: TF32 (the default) is ~1e-3 off, IEEE ~1e-6."""
+    A = torch.randn(1000, 777, device="cuda")
+    C = kernels.xxt(A)
+    ref = (A.double() @ A.double().mT)
+    assert _rel(C.double(), ref) < 1e-5
+
+
+def test_checkpoint_and_resume_on_cuda_equals_an_uninterrupted_run(tmp_path):
+    """Resume on the run's device: the CPU RNG state is restored on the CPU (set_rng_state takes a CPU ByteTensor)."""
+    from lab.train import train
+    kw = dict(steps=24, val_every=12, ckpt_every=8, device="cuda", data_dir=str(tmp_path / "d"))
+    full = train(get_config("cpu", runs_dir=str(tmp_path / "a"), **kw), progress=False)
+    c = get_config("cpu", runs_dir=str(tmp_path / "b"), **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train(c, progress=False, _stop_at=12)  # killed after step 12; ckpt.pt of step 8 left in place
+    resumed = train(c, progress=False)
+    assert resumed["status"] == "finished" and resumed["steps"] == 24
+    assert abs(resumed["final_val_loss"] - full["final_val_loss"]) < 1e-3  # bf16 autocast: not bit for bit

@@ -41,6 +41,13 @@ def test_available():
     assert kernels.available()
 
 
+def test_interpreter_never_autotunes_and_fp32_dots_are_ieee():
+    """Under TRITON_INTERPRET=1 the kernel runs its one fixed config even on a CUDA box (autotune's benchmarker
+    fails in the interpreter); fp32 inputs ask tl.dot for IEEE products (the default TF32 is ~1e-3 off on a GPU)."""
+    assert not kernels.AUTOTUNE and not hasattr(kernels._syrk_kernel, "configs")
+    assert kernels._precision(torch.float32) == "ieee" and kernels._precision(torch.bfloat16) == "tf32"
+
+
 @pytest.mark.parametrize("shape", [(100, 70), (64, 96), (3, 40, 72), (130, 20)])
 def test_xxt_fp32(shape):
     """Ragged M and K (masks), more than one tile per side, batched; result == A @ A^T and exactly symmetric."""

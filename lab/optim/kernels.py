@@ -26,6 +26,8 @@ except ImportError:  # e.g. macOS: the module still imports, everything falls ba
 ENABLED = True  # module-level switch: set False to turn the kernels off everywhere (orthogonalizers honor it)
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # read at import: @triton.jit reads it when decorating
 _INTERPRET_BLOCKS = dict(BLOCK=64, BLOCK_K=64)  # the one config used by the interpreter
+# multi-config autotune needs the GPU's benchmarker: on CUDA only, never under the interpreter (even on a GPU box)
+AUTOTUNE = torch.cuda.is_available() and not INTERPRET
 
 
 def available() -> bool:
@@ -38,7 +40,8 @@ if HAS_TRITON:
     @triton.jit
     def _syrk_kernel(A, C, M, K, alpha, beta,
                      stride_ab, stride_am, stride_ak, stride_cb, stride_cm, stride_cn,
-                     ADD_A: tl.constexpr, UPCAST: tl.constexpr, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr):
+                     ADD_A: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+                     BLOCK: tl.constexpr, BLOCK_K: tl.constexpr):
         """One (BLOCK, BLOCK) tile I>=J of C = alpha A A^T (+ beta A if ADD_A), stored at C[I,J] and C[J,I]."""
         pid_m = tl.program_id(0)
         pid_n = tl.program_id(1)
@@ -59,7 +62,8 @@ if HAS_TRITON:
             if UPCAST:  # interpreter: bf16 arithmetic is broken there, fp32 right after the load works
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
-            acc = tl.dot(a, tl.trans(b), acc)  # fp32 accumulator
+            # fp32 accumulator; IEEE on fp32 inputs (the default TF32 is ~1e-3 off the torch path)
+            acc = tl.dot(a, tl.trans(b), acc, input_precision=PRECISION)
             a_ptrs += BLOCK_K * stride_ak
             b_ptrs += BLOCK_K * stride_ak
         acc = acc * alpha
@@ -73,7 +77,7 @@ if HAS_TRITON:
         # mirror: swap the strides, so c[r, s] lands at C[rn[s], rm[r]]; strict upper only
         tl.store(C + rm[:, None] * stride_cn + rn[None, :] * stride_cm, c, mask=inside & (rm[:, None] > rn[None, :]))
 
-    if torch.cuda.is_available():  # multi-config autotune needs the GPU's benchmarker (fails in the interpreter)
+    if AUTOTUNE:
         _syrk_kernel = triton.autotune(
             configs=[triton.Config(dict(BLOCK=bm, BLOCK_K=bk), num_stages=s, num_warps=w)
                      for bm, bk, s, w in [(128, 64, 4, 8), (64, 128, 4, 8), (128, 32, 3, 8), (64, 64, 3, 4)]],
@@ -90,11 +94,16 @@ def _launch(A: torch.Tensor, out: torch.Tensor | None, alpha: float, beta: float
         out = A.new_empty(A.shape[:-1] + (M,))
     C3 = out if out.ndim == 3 else out.unsqueeze(0)  # (B, M, M)
     assert C3.shape == (Bsz, M, M), f"out has shape {tuple(out.shape)}, need {(Bsz, M, M)}"
-    extra = {} if torch.cuda.is_available() else dict(_INTERPRET_BLOCKS)  # autotuned on CUDA
+    extra = {} if AUTOTUNE else dict(_INTERPRET_BLOCKS)  # block sizes: autotuned, or the one fixed config
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK"]), triton.cdiv(M, meta["BLOCK"]), Bsz)
     _syrk_kernel[grid](A3, C3, M, K, alpha, beta, *A3.stride(), *C3.stride(),
-                       ADD_A=add_a, UPCAST=INTERPRET, **extra)
+                       ADD_A=add_a, UPCAST=INTERPRET, PRECISION=_precision(A.dtype), **extra)
     return out
+
+
+def _precision(dtype: torch.dtype) -> str:
+    """tl.dot's input precision: exact fp32 products for fp32 inputs (bf16/fp16 inputs are exact in any mode)."""
+    return "ieee" if dtype == torch.float32 else "tf32"
 
 
 def _use_kernel(A: torch.Tensor) -> bool:
