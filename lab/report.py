@@ -242,13 +242,18 @@ def _lr_sweep(r: Report) -> None:
                              "not separable from the runner-up")
         for best, c, key, grid, what in ((best_m, cm, "muon_lr", "muon_lrs", "Muon lr"),
                                          (best_a, ca, "adamw_lr", "adamw_lrs", "AdamW lr")):
-            if best:
+            if best and r.choice(key) is None:  # the selection stage has not finished: nothing chosen yet
+                out.append(f"The {what} is not chosen yet (selection unfinished); on the finished runs the leader "
+                           f"is `{best}` ({sep(c)}).")
+            elif best:
                 out.append(f"The best {what} is {r.choice(key):g} ({sep(c)})." + _edge(r.choice(key), p.get(grid, []),
                                                                                        what))
         if cp:
             out.append(f"The research plan's Adam lr 5e-4 against tuned AdamW at this scale: "
                        f"{_say(cp, 'it is better', 'it is worse', 'no significant difference')}.")
-        if best_x:
+        if best_x and r.choice("aux_lr") is None:
+            out.append(f"The hybrid's aux lr is not chosen yet; on the finished runs the leader is `{best_x}`.")
+        elif best_x:
             out.append(f"The hybrid's AdamW groups (embedding, head, scalars) run at the tuned aux lr "
                        f"{r.choice('aux_lr'):g} ({sep(cx)})." + _edge(r.choice("aux_lr"), p.get("aux_lrs", []),
                                                                       "aux lr"))

@@ -230,3 +230,15 @@ def test_variants_and_other_presets_never_touch_the_lab_notebook(dirs):
     assert (dirs / "reports" / "smoke" / "MUON_LR_SWEEP_REPORT.md").exists()
     assert (dirs / "reports" / "MUON_LR_SWEEP_REPORT.md").read_text() == committed
     assert not math.isnan(len(committed))
+
+
+def test_a_sweep_whose_selection_is_unfinished_renders_its_leader_not_a_choice(dirs):
+    """The lab notebook is re-rendered while a campaign runs: no choice recorded yet, some runs missing."""
+    fake_campaign("lr_sweep", {"select": {"muon lr=0.023": (M(0.023), SEL(1.60, 1.61, 1.62)),
+                                          "muon lr=0.05": (M(0.05), SEL(1.55, 1.56, 1.54)),
+                                          "adamw lr=0.008": (A(0.008), SEL(1.65, 1.66, 1.64))}},
+                  SWEEP_PARAMS, [])
+    text = R.render_report("lr_sweep", PRESET)
+    assert "At 0.8M tokens (400 steps), not measured yet." in text
+    assert "The Muon lr is not chosen yet (selection unfinished); on the finished runs the leader is " \
+           "`muon lr=0.05`" in text
