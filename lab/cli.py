@@ -12,7 +12,14 @@ from lab.config import PRESETS, get_config, parse_overrides
 def cmd_run(args) -> int:
     from lab.train import train
     config = get_config(args.preset, **parse_overrides(args.overrides))  # refused here, before any work
-    s = train(config)
+    try:
+        s = train(config)
+    except OSError as e:  # a full disk, a lost mount: recorded in summary.json as failed; one line, no traceback
+        if isinstance(e, FileNotFoundError):
+            raise
+        print(f"error: run {config.run_id()} failed ({type(e).__name__}: {e}); recorded as failed in its "
+              "summary.json, a rerun resumes from its last checkpoint", file=sys.stderr)
+        return 1
     from lab.optim.distributed import rank
     if rank() != 0:  # under torchrun only rank 0 reports
         return 0

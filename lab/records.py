@@ -235,7 +235,10 @@ def save_checkpoint(path: Path, state: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            try:
+                torch.save(state, f)
+            except RuntimeError as e:  # torch's zip writer reports a failed write (a full disk) as RuntimeError
+                raise OSError(f"writing {path} failed ({str(e).splitlines()[0][:100]}; a full disk?)") from e
             f.flush()
             os.fsync(f.fileno())
             os.chmod(tmp, 0o644)  # like every other record (mkstemp makes 0600)

@@ -479,6 +479,10 @@ def test_failed_first_checkpoint_write_then_rerun(zygote, tmp_path, ref_smoke):
     d = run_dir(runs)
     p = zygote.run(argv(runs), fsize=100_000)  # the smoke checkpoint is ~0.5 MB, every other record < 10 kB
     assert p.rc == 1, p.stderr[-3000:]
+    said = p.said()
+    assert len(said) == 1 and said[0].startswith(f"error: run {d.name} failed (OSError: writing {d}/ckpt.pt failed (")
+    assert said[0].endswith("; a full disk?)); recorded as failed in its summary.json, a rerun resumes from its last "
+                            "checkpoint"), said
     s = json.loads((d / "summary.json").read_text())
     assert s["status"] == "failed" and s["steps"] == 6 and s["error"]
     assert not (d / "ckpt.pt").exists() and temps(d) == []
