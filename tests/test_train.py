@@ -205,3 +205,12 @@ def test_geodesic_drift_is_recorded(tmp_path, mode):
     assert s["status"] == "finished" and 0 <= s["max_geodesic_drift"] < 1e-5
     assert s["max_sphere_drift"] > 1e-3  # the AdamW-updated sphere matrices (embeddings) do drift between projections
     assert T.train(cfg(tmp_path / "plain"), progress=False)["max_geodesic_drift"] is None
+
+
+@pytest.mark.parametrize("name,peak", [("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12),
+                                       ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H200", 989e12),
+                                       ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA GeForce RTX 4090", None)])
+def test_mfu_peak_by_gpu_variant(monkeypatch, name, peak):
+    """MFU's denominator: an H100 PCIe (756 TFLOP/s dense bf16) or NVL (835) is not an SXM (989); unknown: no MFU."""
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert T.peak_flops(torch.device("cuda")) == peak
