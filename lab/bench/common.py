@@ -49,14 +49,6 @@ def _reports_dir() -> Path:
     return Path(os.environ.get("LAB_REPORTS_DIR") or ROOT / "reports")
 
 
-def _rel(path: Path) -> str:
-    """`path` relative to the repository when inside it (reports should not carry one machine's absolute paths)."""
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
