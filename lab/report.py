@@ -651,7 +651,9 @@ def _bad_lines(r: Report) -> list[str]:
     for x in bad.itertuples():
         err = str(x.error).strip().splitlines()[0] if isinstance(x.error, str) and x.error.strip() else ""
         at = f" at step {int(x.diverged_at)}" if x.status == "diverged" and pd.notna(x.diverged_at) else ""
-        out.append(f"- {x.arm} seed {x.seed} (`{x.run_id}`): {x.status}{at}{': ' + err if err else ''}")
+        # a run in progress and one never started read the same: the report depends on the committed records only
+        status = "not finished yet" if x.status in ("running", "missing") else x.status
+        out.append(f"- {x.arm} seed {x.seed} (`{x.run_id}`): {status}{at}{': ' + err if err else ''}")
     return out + [""]
 
 

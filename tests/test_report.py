@@ -238,7 +238,19 @@ def test_a_sweep_whose_selection_is_unfinished_renders_its_leader_not_a_choice(d
                                           "muon lr=0.05": (M(0.05), SEL(1.55, 1.56, 1.54)),
                                           "adamw lr=0.008": (A(0.008), SEL(1.65, 1.66, 1.64))}},
                   SWEEP_PARAMS, [])
-    text = R.render_report("lr_sweep", PRESET)
+    m = res.read_manifest("lr_sweep", PRESET)
+    m["runs"] += [{"stage": "select", "arm": "muon lr=0.1", "seed": s, "overrides": M(0.1),
+                   "run_id": get_config(PRESET, **M(0.1), seed=s, campaign="lr_sweep").run_id()} for s in (0, 1)]
+    records.write_json(res.manifest_path("lr_sweep", PRESET), m)
+    running, missing = (res.runs_dir(PRESET) / r["run_id"] for r in m["runs"][-2:])
+    running.mkdir(parents=True)
+    lock = records.RunLock(running, running.name).acquire()  # a trainer holds it: status "running"
+    try:
+        text = R.render_report("lr_sweep", PRESET)
+    finally:
+        lock.release()
+    assert f"seed 0 (`{running.name}`): not finished yet" in text  # the same words in progress and never started:
+    assert f"seed 1 (`{missing.name}`): not finished yet" in text  # the report reads the committed records only
     assert "At 0.8M tokens (400 steps), not measured yet." in text
     assert "The Muon lr is not chosen yet (selection unfinished); on the finished runs the leader is " \
            "`muon lr=0.05`" in text
