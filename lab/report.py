@@ -128,6 +128,15 @@ class Report:
     def steps(self) -> int:
         return int(self.df.steps.iloc[0]) if len(self.df) else get_config(self.preset).steps
 
+    def budgets(self) -> list[int]:
+        """The steps per run: one value, or several when the campaign spans budgets (horizon)."""
+        return sorted({int(x) for x in self.df.steps}) if len(self.df) else [self.steps]
+
+    def budget(self) -> str:
+        """'0.8M', or '0.2M–1.6M' for a campaign that spans budgets."""
+        b = self.budgets()
+        return self.tokens(b[0]) if len(b) == 1 else f"{self.tokens(b[0])}–{self.tokens(b[-1])}"
+
     def tokens(self, steps: int | None = None) -> str:
         cfg = get_config(self.preset)
         return plots.fmt_tokens((steps or self.steps) * cfg.batch_size * cfg.seq_len * cfg.grad_accum)
@@ -602,7 +611,9 @@ def _choices_lines(r: Report) -> list[str]:
 def _measured_lines(r: Report) -> list[str]:
     p, cfg = r.params, get_config(r.preset)
     seeds, conf = p.get("seeds", []), p.get("confirm_seeds", [])
-    lines = [f"- Budget: {r.steps} steps × {cfg.batch_size} sequences × {cfg.seq_len} tokens = {r.tokens()} "
+    b = r.budgets()
+    steps = str(b[0]) if len(b) == 1 else f"{b[0]}–{b[-1]}"
+    lines = [f"- Budget: {steps} steps × {cfg.batch_size} sequences × {cfg.seq_len} tokens = {r.budget()} "
              f"tokens per run (preset `{r.preset}`: {cfg.model}, {cfg.n_layer} layers, d={cfg.n_embd}, "
              f"{cfg.data}); metric: final validation loss (lower is better) on {cfg.val_batches} fixed val batches."]
     if conf:
@@ -717,7 +728,7 @@ def render_report(name: str, preset: str = "cpu", tag: str = "") -> str:
     spec = SPECS[name]
     answer = " ".join(f() for f in r.answer)
     lines = [f"# {spec['title']}", "", f"**Question.** {spec['question']}", "",
-             f"**Answer (at {r.tokens()} tokens).** {answer}", "", *_measured_lines(r), *_comparisons_lines(r)]
+             f"**Answer (at {r.budget()} tokens).** {answer}", "", *_measured_lines(r), *_comparisons_lines(r)]
     for section in r.sections:
         lines += section()
     if r.figures:
@@ -757,7 +768,7 @@ def render_index(preset: str = "cpu") -> str:
                          key=lambda c: (_commit_date(c), c))
         answer = " ".join(f() for f in r.answer).split(". ")[0].rstrip(".") + "."
         rows.append({"campaign": name, "question": spec["question"], "answer": answer,
-                     "budget": f"{r.tokens()} tokens/run", "date": _commit_date(commits[-1]) if commits else "-",
+                     "budget": f"{r.budget()} tokens/run", "date": _commit_date(commits[-1]) if commits else "-",
                      "commit": commits[-1][:10] if commits else "-", "report": f"[{spec['file']}]({spec['file']})"})
         for c in r.m.get("choices", []):
             if c["stage"] == "upstream" or name == "lr_sweep":

@@ -161,6 +161,7 @@ def test_horizon_report_crossing_and_steps_to_target(dirs):
     assert t["steps"] == pytest.approx(expect) and t["frac"] == pytest.approx(expect / 400)
     assert t["wall"] == pytest.approx(expect / 400)  # fake elapsed_s = step
     assert f"{expect:.0f} of 400 steps" in text
+    assert "**Answer (at 0.2M–0.8M tokens).**" in text and "- Budget: 100–400 steps × 16 sequences" in text
     assert (dirs / "reports" / "figs" / "horizon_budgets.png").exists()
 
 
