@@ -188,6 +188,13 @@ def run_dir(runs: Path, **kw) -> Path:
     return runs / get_config("smoke", **kw).run_id()
 
 
+def killed(zygote, tmp_path: Path, fault: str) -> tuple[Path, Path]:
+    """A smoke run under tmp_path/runs that SIGKILLed itself at `fault`: (runs, its run directory)."""
+    runs = tmp_path / "runs"
+    assert zygote.run(argv(runs), env={"LAB_FAULT": fault}).rc == -signal.SIGKILL
+    return runs, run_dir(runs)
+
+
 def untimed(d: dict) -> dict:
     return {k: v for k, v in d.items() if k not in TIMING}
 
@@ -356,9 +363,7 @@ def test_second_writer_exits_at_once_and_the_first_finishes(zygote, tmp_path, re
 # a torn metrics log
 
 def test_torn_last_line_with_a_checkpoint_keeps_the_rows_before_it(zygote, tmp_path, ref_smoke):
-    runs = tmp_path / "runs"
-    d = run_dir(runs)
-    assert zygote.run(argv(runs), env={"LAB_FAULT": "metrics_torn@8"}).rc == -signal.SIGKILL
+    runs, d = killed(zygote, tmp_path, "metrics_torn@8")
     lines, tail = log_lines(d)
     assert len(lines) == 8 and tail.startswith('{"step": 8') and (d / "ckpt.pt").exists()  # checkpoint at 6
     p = zygote.run(argv(runs))
@@ -369,9 +374,7 @@ def test_torn_last_line_with_a_checkpoint_keeps_the_rows_before_it(zygote, tmp_p
 
 
 def test_torn_last_line_without_a_checkpoint_starts_a_fresh_log(zygote, tmp_path, ref_smoke):
-    runs = tmp_path / "runs"
-    d = run_dir(runs)
-    assert zygote.run(argv(runs), env={"LAB_FAULT": "metrics_torn@3"}).rc == -signal.SIGKILL
+    runs, d = killed(zygote, tmp_path, "metrics_torn@3")
     lines, tail = log_lines(d)
     assert len(lines) == 3 and tail and not (d / "ckpt.pt").exists()
     p = zygote.run(argv(runs))
@@ -381,9 +384,7 @@ def test_torn_last_line_without_a_checkpoint_starts_a_fresh_log(zygote, tmp_path
 
 def test_a_log_that_lacks_rows_before_the_checkpoint_restarts_the_run(zygote, tmp_path, ref_smoke):
     """Resuming over a gap would leave a log with missing rows: the run starts again from step 0 instead."""
-    runs = tmp_path / "runs"
-    d = run_dir(runs)
-    assert zygote.run(argv(runs), env={"LAB_FAULT": "ckpt_replaced@6"}).rc == -signal.SIGKILL
+    runs, d = killed(zygote, tmp_path, "ckpt_replaced@6")
     lines, _ = log_lines(d)
     (d / "metrics.jsonl").write_text("".join(ln + "\n" for i, ln in enumerate(lines) if i not in (2, 3)))
     p = zygote.run(argv(runs))
@@ -419,9 +420,7 @@ def test_corrupt_checkpoint_is_moved_aside_and_the_run_restarts(zygote, tmp_path
 
 def test_garbage_summary_and_config_of_an_unfinished_run(zygote, tmp_path, ref_smoke):
     """summary.json garbage: one line naming it, the run resumes from its checkpoint; config.json garbage: rewritten."""
-    runs = tmp_path / "runs"
-    d = run_dir(runs)
-    assert zygote.run(argv(runs), env={"LAB_FAULT": "ckpt_replaced@6"}).rc == -signal.SIGKILL
+    runs, d = killed(zygote, tmp_path, "ckpt_replaced@6")
     lines, _ = log_lines(d)
     config = (d / "config.json").read_text()
     (d / "summary.json").write_text('{"status": "fini')
@@ -457,9 +456,7 @@ def test_finished_run_without_a_readable_summary_retrains(zygote, tmp_path, ref_
 # leftovers, a failed write, a diverged run
 
 def test_leftover_temp_files_are_removed_on_restart(zygote, tmp_path, ref_smoke):
-    runs = tmp_path / "runs"
-    d = run_dir(runs)
-    assert zygote.run(argv(runs), env={"LAB_FAULT": "ckpt_written@6"}).rc == -signal.SIGKILL
+    runs, d = killed(zygote, tmp_path, "ckpt_written@6")
     planted = [d / f".{name}.x1y2z3" for name in ("metrics.jsonl", "summary.json", "config.json", "meta.json")]
     for p in planted:
         p.write_text("half")
