@@ -47,6 +47,32 @@ def _last_two_thirds_ylim(ax, curves: pd.DataFrame, max_step: int) -> None:
     ax.set_ylim(lo - pad, hi + pad)
 
 
+def offscale(final: dict[str, float]) -> list[str]:
+    """Arms whose final |Δ| is over 4x the median arm's (and over 0.05 nats): drawn, but left off the Δ panel's
+    y-range so that one far-off arm (a badly tuned lr) does not flatten the differences that matter."""
+    if len(final) < 3:
+        return []
+    med = float(np.median([abs(v) for v in final.values()]))
+    return [a for a, v in final.items() if abs(v) > max(4 * med, 0.05)]
+
+
+def _delta_ylim(ax, deltas: dict[str, pd.DataFrame]) -> None:
+    """y-range of the Δ panel over the plotted steps, without the off-scale arms (named in the panel)."""
+    deltas = {a: d for a, d in deltas.items() if len(d)}
+    final = {a: float(d["mean"].iloc[-1]) for a, d in deltas.items()}
+    off = offscale(final)
+    keep = [d for a, d in deltas.items() if a not in off]
+    if not keep:
+        return
+    lo = min(0.0, min(d["min"].min() for d in keep))
+    hi = max(0.0, max(d["max"].max() for d in keep))
+    pad = 0.08 * (hi - lo or 1.0)
+    ax.set_ylim(lo - pad, hi + pad)
+    if off:
+        ax.text(0.02, 0.98, "off-scale: " + ", ".join(f"{a} ({final[a]:+.2f})" for a in off), transform=ax.transAxes,
+                va="top", fontsize=7)
+
+
 def curves_figure(curves: pd.DataFrame, arms: pd.DataFrame, baseline: str | None, swept: str | None, title: str,
                   path) -> None:
     """Validation loss vs step per arm (mean over seeds, min-max band) and, when a baseline is given, the mean
@@ -67,6 +93,8 @@ def curves_figure(curves: pd.DataFrame, arms: pd.DataFrame, baseline: str | None
     if baseline is not None:
         ax = axes[0, 1]
         base = curves[curves.arm == baseline].set_index(["seed", "step"]).val_loss
+        late = curves.step.max() / 3 if len(curves) else 0
+        deltas = {}
         for arm in arms.arm:
             if arm == baseline:
                 continue
@@ -74,9 +102,10 @@ def curves_figure(curves: pd.DataFrame, arms: pd.DataFrame, baseline: str | None
             d = (mine - base).dropna().groupby("step").agg(["mean", "min", "max"]).reset_index()
             if len(d):
                 _band(ax, d.step, d, st[arm], arm)
+                deltas[arm] = d[d.step >= late]
         ax.axhline(0, color="black", linewidth=0.8)
-        late = curves.step.max() / 3 if len(curves) else 0
         ax.set_xlim(left=late)
+        _delta_ylim(ax, deltas)
         ax.set(xlabel="step", ylabel=f"Δ val loss vs {baseline} (paired by seed)",
                title=f"Δ vs baseline (< 0: better), from step {late:.0f}")
     fig.suptitle(title)

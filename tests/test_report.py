@@ -255,3 +255,11 @@ def test_a_sweep_whose_selection_is_unfinished_renders_its_leader_not_a_choice(d
     assert "At 0.8M tokens (400 steps), not measured yet." in text
     assert "The Muon lr is not chosen yet (selection unfinished); on the finished runs the leader is " \
            "`muon lr=0.05`" in text
+
+
+def test_a_far_off_arm_is_left_off_the_delta_panels_scale():
+    """The plan's Adam lr (+1.25 nats) would flatten the -0.03..-0.09 differences that matter: it goes off-scale."""
+    from lab.plots import offscale
+    assert offscale({"plan adam": 1.25, "muon 0.023": -0.09, "muon 0.05": -0.06, "adamw 0.004": 0.02}) == ["plan adam"]
+    assert offscale({"a": 0.03, "b": -0.02, "c": 0.04}) == []  # all small: nothing is off-scale
+    assert offscale({"a": 1.0, "b": 0.01}) == []  # two arms: no median to judge by
