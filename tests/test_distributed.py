@@ -7,6 +7,7 @@ every 2-process job of the module, and the 1-process references run in the pytes
 weights (a finished run deletes its checkpoint), so the workers wrap Run.finish to save the model's final
 state_dict into the test's own directory: a test-only hook, nothing added to real runs.
 """
+import contextlib
 import hashlib
 import os
 import shutil
@@ -23,7 +24,8 @@ import torch.multiprocessing as mp
 import lab.train as T
 from lab import records
 from lab.config import get_config
-from lab.data import shakespeare_shards
+from lab.data import load_data, shakespeare_shards
+from lab.models import build_model
 from lab.optim import distributed
 from lab.optim.distributed import DistributedMuon
 from lab.optim.muon import SimpleMuon
@@ -68,7 +70,8 @@ COLLECTIVES = {
 
 
 def _cfg(runs_dir, batch_size, arm):
-    return get_config("smoke", steps=4, batch_size=batch_size, val_every=2, val_batches=1, ckpt_every=2,
+    # 3 val batches: uneven over 2 ranks (rank 0 evaluates batches 0 and 2, rank 1 batch 1)
+    return get_config("smoke", steps=4, batch_size=batch_size, val_every=2, val_batches=3, ckpt_every=2,
                       runs_dir=str(runs_dir), data_dir=str(DATA), **ARMS[arm])
 
 
@@ -270,6 +273,30 @@ def test_two_processes_match_one(dist, arm):
         for key in ("grad_norm", "train_loss"):
             assert r2[key] == pytest.approx(r1[key], rel=1e-5), (key, r1["step"])
         assert r1["grad_norm"] > clip  # the clip arm clips at every step
+
+
+def _val_one_process(config, weights: dict) -> float:
+    """lab.train.evaluate in this (1-process) pytest process: `weights` on config's val windows."""
+    model = build_model(config)
+    model.load_state_dict(weights)
+    return T.evaluate(model, load_data(config), config, torch.device("cpu"), contextlib.nullcontext())
+
+
+@pytest.mark.parametrize("arm", ["newton_schulz", "adamw"])
+def test_two_process_val_loss_is_the_one_process_number(dist, arm):
+    """The val loss a 2-process run records (ranks split the val batches unevenly, then sum) is what 1 process
+    computes on the same windows, for the 2-process run's weights and for the 1-process run's (equal within TOL)."""
+    one, two = dist["one"][arm], dist["two"][arm]
+    recorded = records.read_summary(Path(two.runs_dir) / two.run_id())["final_val_loss"]
+    mine = _val_one_process(two, _weights(dist, two))
+    theirs = _val_one_process(two, _weights(dist, one))  # the 1-process run's weights on the same windows
+    print(f"\n{arm}: 2-process val {recorded:.6f}, 1-process eval of its weights {mine:.6f}, "
+          f"of the 1-process run's weights {theirs:.6f}")
+    assert mine == pytest.approx(recorded, abs=1e-6)
+    assert theirs == pytest.approx(recorded, abs=1e-4)
+    # the windows depend on the per-process batch (B windows per val batch), not on the world size: the 1-process
+    # run (B=4) measured a different set, so its own recorded number is not the one compared here
+    assert records.read_summary(Path(one.runs_dir) / one.run_id())["final_val_loss"] != recorded
 
 
 def test_checkpoint_from_two_processes_has_the_whole_state(dist):
