@@ -1,6 +1,6 @@
 """Distributed training on CPU (gloo, 2 processes): the numbers of 1 process with the same global batch (grad_clip
-included), checkpoints that move between world sizes, DistributedMuon's ownership and state gathering, the bytes each
-rank hands to Muon's collectives, and torchrun end to end.
+included) and the val loss it records, checkpoints that move between world sizes, DistributedMuon's ownership and
+state gathering, the bytes each rank hands to Muon's collectives, and torchrun end to end.
 
 The 2-process runs drive train() itself: one torch.multiprocessing.spawn (env:// rendezvous on a free port) runs
 every 2-process job of the module, and the 1-process references run in the pytest process. train() keeps no final
