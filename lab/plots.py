@@ -14,6 +14,12 @@ LINESTYLE = {"muon": "-", "adamw": "--"}
 CMAP = {"muon": "viridis", "adamw": "plasma"}
 
 
+
+def _legend(ax, **kw) -> None:
+    """A legend when something is labelled (a campaign with no finished run yet has nothing to label)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
+
 def styles(arms: pd.DataFrame, swept: str | None) -> dict[str, dict]:
     """{arm: matplotlib kwargs}: linestyle by optimizer; colour from a sequential colormap along `swept` (per
     optimizer, log-spaced for lrs), or the categorical cycle when nothing is swept. `arms` has one row per arm
@@ -89,7 +95,7 @@ def curves_figure(curves: pd.DataFrame, arms: pd.DataFrame, baseline: str | None
             _band(ax, g.step, g, st[arm], arm)
     _last_two_thirds_ylim(ax, agg, curves.step.max() if len(curves) else 1)
     ax.set(xlabel="step", ylabel="val loss (mean over seeds, band: min-max)", title="validation loss")
-    ax.legend(fontsize=7, ncol=2)
+    _legend(ax, fontsize=7, ncol=2)
     if baseline is not None:
         ax = axes[0, 1]
         base = curves[curves.arm == baseline].set_index(["seed", "step"]).val_loss
@@ -131,7 +137,7 @@ def sweep_figure(points: pd.DataFrame, x: str, xlabel: str, log: bool, title: st
         ax.set_ylim(lo - 0.05 * (mid - lo + 1e-3), mid + 1.5 * (mid - lo) + 1e-3)
     ax.set(xlabel=xlabel, ylabel="final val loss (mean, band: min-max, dots: seeds)", title=title,
            xscale="log" if log else "linear")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     save(fig, path)
 
 
@@ -146,7 +152,7 @@ def horizon_figure(table: pd.DataFrame, path, title: str) -> None:
         _band(ax, g.tokens, g, style, opt)
     ax.set(xscale="log", xlabel="training tokens", ylabel="final val loss (confirmation seeds, band: min-max)",
            title="final val loss vs budget")
-    ax.legend()
+    _legend(ax)
     d = table.drop_duplicates("tokens").sort_values("tokens")
     d = d[np.isfinite(d.delta)]
     yerr = np.array([d.delta - d.lo, d.hi - d.delta])
