@@ -418,6 +418,26 @@ class Grid:
         return self.choose(key, arms[best], stage, seeds, list(arms.values()),
                            f"the {what} with the lowest mean final val loss on seeds {list(seeds)}")
 
+    def run_grids(self, stage: str, grids: dict, arm, name, seeds) -> tuple[pd.DataFrame, dict]:
+        """Run a value grid per group ({group: [values]}; arm(group, x) -> overrides, name(group, x) -> label); while
+        a group's best value sits on an edge of its grid, add the next value past that edge (x/2 or 2x, at most
+        EXTEND_EDGES times per group), so a pick is an optimum, not a boundary. Returns this stage's rows and the
+        final grids ({group: {label: value}}, ascending)."""
+        grids = {k: sorted(v) for k, v in grids.items()}
+        df = self.run(stage, {name(k, x): arm(k, x) for k, xs in grids.items() for x in xs}, seeds)
+        for _ in range(EXTEND_EDGES):
+            new = {}
+            for k, xs in grids.items():
+                best = best_arm(df[df.arm.isin([name(k, x) for x in xs])])
+                x = beyond_edge(xs, next((x for x in xs if name(k, x) == best), None))
+                if x is not None:
+                    grids[k] = sorted([*xs, x])
+                    new[name(k, x)] = arm(k, x)
+            if not new:
+                break
+            df = self.run(stage, new, seeds)
+        return df, {k: {name(k, x): x for x in xs} for k, xs in grids.items()}
+
     def results(self) -> pd.DataFrame:
         return results(self.name, self.preset, m=self.m)
 
@@ -458,6 +478,16 @@ def tuned(grid: Grid, lr: float = 0.0, aux_lr: float = 0.0, adamw_lr: float = 0.
 def around(x: float) -> list[float]:
     """The small grid [x/2, x, 2x] around a tuned value (neighbours on a factor-2 grid)."""
     return [x / 2, x, 2 * x]
+
+
+EXTEND_EDGES = 2  # values added past a winning grid edge (factor 2 each): the optimum, not the boundary, is picked
+
+
+def beyond_edge(grid: list[float], best: float | None) -> float | None:
+    """The next value (factor 2) past the edge of `grid` that `best` sits on; None when it is inside (or missing)."""
+    if best is None or len(grid) < 3:
+        return None
+    return min(grid) / 2 if best == min(grid) else 2 * max(grid) if best == max(grid) else None
 
 
 def muon(lr: float, aux: float, **kw) -> dict:
@@ -547,21 +577,21 @@ def lr_sweep(*, preset, seeds, confirm_seeds, muon_lrs, adamw_lrs, aux_lrs, step
 
 def horizon(*, preset, seeds, confirm_seeds, budgets, lr, aux_lr, adamw_lr, devices, wandb) -> pd.DataFrame:
     """Muon vs AdamW across training budgets: at each budget each optimizer's lr is chosen on [x/2, x, 2x] around its
-    tuned (lr_sweep) value on the selection seeds, then the chosen arms run on the confirmation seeds."""
+    tuned (lr_sweep) value on the selection seeds (extended past a winning edge), then the chosen arms run on the
+    confirmation seeds."""
     g = Grid("horizon", dict(preset=preset, seeds=seeds, confirm_seeds=confirm_seeds, budgets=budgets, lr=lr,
                              aux_lr=aux_lr, adamw_lr=adamw_lr, devices=devices, wandb=wandb))
     t = tuned(g, lr, aux_lr, adamw_lr)
     preset_steps = get_config(preset).steps
     order = sorted(budgets, key=lambda b: (b != preset_steps, b))  # the preset's own budget first (mostly reused)
-    arms, chosen = {}, {}
-    for b in order:
-        arms[b] = ({f"muon steps={b} lr={x:g}": x for x in around(t["muon_lr"])},
-                   {f"adamw steps={b} lr={x:g}": x for x in around(t["adamw_lr"])})
-    df = g.run("select", {k: (muon(v, t["aux_lr"], steps=b) if k.startswith("muon") else adamw(v, steps=b))
-                          for b in order for grid in arms[b] for k, v in grid.items()}, seeds)
-    for b in order:
-        chosen[b] = (g.pick(df, f"muon_lr@{b}", "select", seeds, arms[b][0], f"Muon lr at {b} steps"),
-                     g.pick(df, f"adamw_lr@{b}", "select", seeds, arms[b][1], f"AdamW lr at {b} steps"))
+    tuned_lr = {"muon": t["muon_lr"], "adamw": t["adamw_lr"]}
+    df, grids = g.run_grids(
+        "select", {(b, opt): around(tuned_lr[opt]) for b in order for opt in ("muon", "adamw")},
+        lambda k, x: muon(x, t["aux_lr"], steps=k[0]) if k[1] == "muon" else adamw(x, steps=k[0]),
+        lambda k, x: f"{k[1]} steps={k[0]} lr={x:g}", seeds)
+    chosen = {b: (g.pick(df, f"muon_lr@{b}", "select", seeds, grids[(b, "muon")], f"Muon lr at {b} steps"),
+                  g.pick(df, f"adamw_lr@{b}", "select", seeds, grids[(b, "adamw")], f"AdamW lr at {b} steps"))
+              for b in order}
     g.run("confirm", {k: v for b in order for k, v in (
         (f"muon steps={b}", muon(chosen[b][0], t["aux_lr"], steps=b)),
         (f"adamw steps={b}", adamw(chosen[b][1], steps=b)))}, confirm_seeds)
@@ -570,15 +600,16 @@ def horizon(*, preset, seeds, confirm_seeds, budgets, lr, aux_lr, adamw_lr, devi
 
 def geodesic(*, preset, seeds, confirm_seeds, modes, lr, aux_lr, steps, devices, wandb) -> pd.DataFrame:
     """Projection (ambient step, then renormalize) vs exact geodesic steps (theta = lr or lr*||T||), at matched step
-    size by tuning: every mode gets its own lr grid [x/2, x, 2x] around the tuned Muon lr (selection seeds); the best
-    geodesic (mode, lr) and projection at its best lr are then compared on the confirmation seeds."""
+    size by tuning: every mode gets its own lr grid [x/2, x, 2x] around the tuned Muon lr (selection seeds; extended
+    past a winning edge); the best geodesic (mode, lr) and projection at its best lr are then compared on the
+    confirmation seeds."""
     g = Grid("geodesic", dict(preset=preset, seeds=seeds, confirm_seeds=confirm_seeds, modes=modes, lr=lr,
                               aux_lr=aux_lr, steps=steps, devices=devices, wandb=wandb))
     t, s = tuned(g, lr, aux_lr), _steps(steps)
     name = lambda m: "projection" if m == "none" else f"geodesic {m}"
-    grids = {m: {f"{name(m)} lr={x:g}": x for x in around(t["muon_lr"])} for m in ["none", *modes]}
-    df = g.run("select", {k: muon(x, t["aux_lr"], geodesic=m, **s) for m, gr in grids.items()
-                          for k, x in gr.items()}, seeds)
+    df, grids = g.run_grids("select", {m: around(t["muon_lr"]) for m in ["none", *modes]},
+                            lambda m, x: muon(x, t["aux_lr"], geodesic=m, **s), lambda m, x: f"{name(m)} lr={x:g}",
+                            seeds)
     best = {m: g.pick(df, f"lr[{m}]", "select", seeds, gr, f"lr of {name(m)}") for m, gr in grids.items()}
     tm = {f"{name(m)} lr={best[m]:g}": m for m in modes}
     mode = g.pick(df, "geodesic_mode", "select", seeds, tm, "geodesic mode (each at its own best lr)")

@@ -279,6 +279,9 @@ def _lr_sweep(r: Report) -> None:
     r.figures.append((fn, "final val loss vs peak lr per optimizer (selection seeds)"))
 
 
+OPT_NAMES = (("muon", "Muon"), ("adamw", "AdamW"))
+
+
 def _horizon(r: Report) -> None:
     conf = r.stage("confirm")
     budgets = sorted(int(b) for b in r.params.get("budgets", []))
@@ -320,9 +323,15 @@ def _horizon(r: Report) -> None:
         if kinds["no significant difference"] or kinds["not enough seeds"]:
             parts.append("there is no significant difference at "
                          f"{', '.join(kinds['no significant difference'] + kinds['not enough seeds'])} tokens")
-        out = ["; ".join(parts).capitalize() + " (confirmation seeds; "
+        first = "; ".join(parts)
+        out = [first[:1].upper() + first[1:] + " (confirmation seeds; "
                + "; ".join(f"{r.tokens(b)}: Δ = {cmps[b].c.fmt()}" for b in done) + ")."]
         out.append(_crossing(done, cmps, r))
+        keys = [(f"{opt}_lr@{b}", f"{name} at {b} steps") for b in budgets for opt, name in OPT_NAMES]
+        edges = [f"{what} ({r.choice(k):g})" for k, what in keys if _edge(r.choice(k), _grid(r, k), "lr")]
+        if edges:
+            out.append("**Grid-edge warning:** still on an edge of its lr grid after extending it: "
+                       f"{', '.join(edges)}; the optimum may lie beyond.")
         tt = [f"{r.tokens(b)}: {t['steps']:.0f} of {b} steps ({t['frac']:.0%}, wall clock {t['wall']:.0%})"
               for b, t in target.items() if t and t.get("steps") is not None]
         if tt:
@@ -336,7 +345,7 @@ def _horizon(r: Report) -> None:
             m = table[(table.budget == b) & (table.optimizer == "muon")].iloc[0]
             a = table[(table.budget == b) & (table.optimizer == "adamw")].iloc[0]
             c, tg = cmps.get(b), target.get(b) or {}
-            edge = lambda opt, lr: " (grid edge)" if _edge(lr, _around(r, opt), "lr") else ""
+            edge = lambda opt, lr, b=b: " (grid edge)" if _edge(lr, _grid(r, f"{opt}_lr@{b}"), "lr") else ""
             t.append({"budget": f"{b} steps ({r.tokens(b)} tokens)",
                       "Muon lr": f"{m.lr:g}{edge('muon', m.lr)}" if m.lr else "-",
                       "AdamW lr": f"{a.lr:g}{edge('adamw', a.lr)}" if a.lr else "-",
@@ -346,7 +355,8 @@ def _horizon(r: Report) -> None:
                       "Muon steps to AdamW's final": _target_text(tg, b),
                       "wall clock to target (Muon / AdamW run)": f"{tg['wall']:.2f}" if tg.get("wall") else "-"})
         return ["## Per budget (confirmation seeds)", "",
-                "Each optimizer's lr is chosen at each budget on [x/2, x, 2x] around its tuned 400-step value "
+                "Each optimizer's lr is chosen at each budget on [x/2, x, 2x] around its tuned 400-step value, "
+                "extended by a factor of 2 past an edge that wins (at most twice) "
                 "(selection seeds; see the choices above); the chosen arms then run on the confirmation seeds. "
                 "Steps to target: the first evaluation (linearly interpolated between evaluations) at which Muon's "
                 "mean val curve at that budget reaches AdamW's mean final val loss at the same budget. Wall clock "
@@ -380,7 +390,7 @@ def _geodesic(r: Report) -> None:
     def answer():
         best = {m: r.choice(f"lr[{m}]") for m in ["none", *modes]}
         tuned = "; ".join(f"{name(m)} {v:g}" for m, v in best.items() if v is not None)
-        edges = "".join(_edge(v, _around(r, "muon"), f"lr of {name(m)}") for m, v in best.items() if v is not None)
+        edges = "".join(_edge(v, _grid(r, f"lr[{m}]"), f"lr of {name(m)}") for m, v in best.items() if v is not None)
         return (f"At {r.tokens()} tokens, with each update rule at its own tuned lr ({tuned}; matched step size "
                 f"by tuning each mode on its own grid), " + _say(
                     head, "the geodesic step beats projection", "the geodesic step loses to projection",
@@ -398,9 +408,9 @@ def _geodesic(r: Report) -> None:
         "where the update has a radial part, and it differs between the rows of W_q and the columns of W_proj); "
         "`geodesic lr_norm` turns it by lr·‖T_i‖ (the same angle to O(lr³)); `geodesic lr` turns every vector by "
         "exactly lr. Comparing at equal lr therefore confounds the geometry with the step size, so each mode is "
-        "tuned on its own grid [x/2, x, 2x] around the tuned Muon lr, and the confirmed comparison pits each "
-        "method at its own best step size. The same-lr comparisons on the selection seeds are listed for "
-        "completeness.", ""])
+        "tuned on its own grid [x/2, x, 2x] around the tuned Muon lr (extended past an edge that wins), and the "
+        "confirmed comparison pits each method at its own best step size. The same-lr comparisons on the "
+        "selection seeds are listed for completeness.", ""])
     _grid_table(r, sel, "select", "Selection grid: each mode on its own lr grid")
     _grid_table(r, conf, "confirm", "Confirmation: the tuned modes on fresh seeds")
     base = f"projection lr={r.choice('lr[none]'):g}" if r.choice("lr[none]") is not None else None
@@ -501,10 +511,10 @@ def _tokens_per_step(preset: str) -> int:
     return get_config(preset).tokens_per_step
 
 
-def _around(r: Report, opt: str) -> list:
-    key = "muon_lr" if opt == "muon" else "adamw_lr"
-    v = r.choice(key)
-    return [v / 2, v, 2 * v] if v else []
+def _grid(r: Report, key: str) -> list:
+    """The grid a choice was made from (as the campaign recorded it, extensions past an edge included)."""
+    c = choice(r.m, key)
+    return list(c["grid"]) if c else []
 
 
 def _ms(row) -> str:

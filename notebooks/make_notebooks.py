@@ -50,9 +50,9 @@ NOTEBOOKS = {
     "horizon": dict(
         title="Muon vs AdamW across training budgets",
         intro="At each budget, each optimizer's lr is chosen on [x/2, x, 2x] around its tuned value from lr_sweep "
-              "(selection seeds); the chosen arms then run on the confirmation seeds. Writes "
-              "reports/HORIZON_REPORT.md: final val loss vs tokens, Δ per budget, where the curves cross, and "
-              "Muon's steps (and wall clock) to reach AdamW's final loss.",
+              "(selection seeds; extended by a factor of 2 past an edge that wins, at most twice); the chosen arms "
+              "then run on the confirmation seeds. Writes reports/HORIZON_REPORT.md: final val loss vs tokens, "
+              "Δ per budget, where the curves cross, and Muon's steps (and wall clock) to reach AdamW's final loss.",
         params=[SEEDS, CONFIRM,
                 'budgets: list[int] = [100, 200, 400, 800]  # training steps per run (x 2048 tokens at cpu)',
                 LR, AUX, ADAMW],

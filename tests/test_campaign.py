@@ -1,5 +1,6 @@
 """Campaigns at the smoke preset: notebooks through papermill, parameter checks before any work, stages with
 selection and confirmation seeds, reuse, divergence, resume, runs held by another process, variants."""
+import math
 import os
 import subprocess
 import sys
@@ -269,6 +270,37 @@ def test_a_run_held_by_another_process_is_skipped_and_the_stage_waits(tmp_path, 
     assert res.results("g", "smoke", g.tag).status.tolist() == ["running", "finished"]
     lock.release()
     assert set(grid().run("s", ARMS, [0]).status) == {"finished"}
+
+
+def test_a_winning_grid_edge_is_extended(tmp_path, monkeypatch, no_notebook):
+    """run_grids adds the next value (x/2 or 2x) past an edge that wins, at most EXTEND_EDGES times per group, and
+    never past an inside winner; a rerun replays the same grids from the records and trains nothing."""
+    use_dirs(monkeypatch, tmp_path)
+    optimum = {4: 0.02, 5: 0.1, 6: 1e-4}  # steps -> the lr with the lowest loss (groups: inside, above, far below)
+    calls = []
+
+    def fake(cfg, progress=False):  # final val loss: a parabola in log2(lr) around the group's optimum
+        calls.append((cfg.steps, cfg.adamw_lr))
+        loss = 1.0 + math.log2(cfg.adamw_lr / optimum[cfg.steps]) ** 2
+        s = {"run_id": cfg.run_id(), "status": "finished", "final_val_loss": loss, "best_val_loss": loss}
+        records.write_json(Path(cfg.runs_dir) / cfg.run_id() / "summary.json", s)
+        return s
+
+    monkeypatch.setattr(C, "_train", fake)
+    args = ({k: C.around(0.02) for k in optimum}, lambda k, x: {"optimizer": "adamw", "adamw_lr": x, "steps": k},
+            lambda k, x: f"steps={k} lr={x:g}", [0])
+    df, grids = grid().run_grids("s", *args)
+    values = {k: list(v.values()) for k, v in grids.items()}
+    assert C.EXTEND_EDGES == 2
+    assert values[4] == [0.01, 0.02, 0.04]                          # inside: nothing added
+    assert values[5] == [0.01, 0.02, 0.04, 0.08, 0.16]              # 0.04 won, then 0.08: now inside
+    assert values[6] == [0.0025, 0.005, 0.01, 0.02, 0.04]           # still the lowest edge after two extensions
+    assert sorted(calls) == sorted((k, x) for k, xs in values.items() for x in xs)  # each run once
+    assert len(df) == 13 and set(df.status) == {"finished"}
+    assert res.best_arm(df[df.arm.isin(list(grids[5]))]) == "steps=5 lr=0.08"
+    calls.clear()
+    again = grid().run_grids("s", *args)[1]
+    assert again == grids and calls == []
 
 
 def test_later_campaigns_read_lr_sweeps_default_manifest_only(tmp_path, monkeypatch):
