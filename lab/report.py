@@ -569,10 +569,22 @@ def _crossing(done: list[int], cmps: dict, r: Report) -> str:
             return (f"The curves cross between {r.tokens(b0)} and {r.tokens(b1)} tokens (mean Δ changes sign; "
                     f"log-linear interpolation: about {r.tokens(x)} tokens, {x:.0f} steps).")
     lead = "Muon" if all(v < 0 for _, v in d) else "AdamW" if all(v > 0 for _, v in d) else None
-    trend = ("the gap grows with the budget" if abs(d[-1][1]) > abs(d[0][1]) else
-             "the gap shrinks with the budget") if len(d) > 1 else ""
+    trend = _trend(d, r) if len(d) > 1 else ""
     return (f"The curves do not cross between {r.tokens(d[0][0])} and {r.tokens(d[-1][0])} tokens: {lead} is ahead "
             f"at every budget measured{'; ' + trend if trend else ''}." if lead else "")
+
+
+def _trend(d: list[tuple[int, float]], r: Report) -> str:
+    """How |mean Δ| moves with the budget: monotone, or where it is largest and smallest (means, not a test)."""
+    mags = [abs(v) for _, v in d]
+    steps = list(zip(mags, mags[1:]))
+    if all(a < b for a, b in steps):
+        return "the mean gap grows with every larger budget"
+    if all(a > b for a, b in steps):
+        return "the mean gap shrinks with every larger budget"
+    big, small = max(d, key=lambda t: abs(t[1])), min(d, key=lambda t: abs(t[1]))
+    return (f"the mean gap is largest at {r.tokens(big[0])} tokens (Δ = {big[1]:+.4f}) and smallest at "
+            f"{r.tokens(small[0])} (Δ = {small[1]:+.4f})")
 
 
 def _grid_table(r: Report, df: pd.DataFrame, stage: str, title: str) -> None:

@@ -166,9 +166,12 @@ def test_horizon_report_crossing_and_steps_to_target(dirs):
 
 
 def test_horizon_without_crossing(dirs):
-    horizon(muon={100: (1.8, 1.81), 200: (1.7, 1.72), 400: (1.5, 1.52)})
+    horizon(muon={100: (1.8, 1.81), 200: (1.69, 1.70), 400: (1.5, 1.52)})  # Δ: -0.05, -0.06, -0.145
     assert "The curves do not cross between 0.2M and 0.8M tokens: Muon is ahead at every budget measured; the " \
-           "gap grows with the budget." in R.render_report("horizon", PRESET)
+           "mean gap grows with every larger budget." in R.render_report("horizon", PRESET)
+    horizon(muon={100: (1.8, 1.81), 200: (1.6, 1.62), 400: (1.6, 1.62)})  # Δ: -0.05, -0.145, -0.045
+    assert "Muon is ahead at every budget measured; the mean gap is largest at 0.4M tokens (Δ = -0.1450) and " \
+           "smallest at 0.8M (Δ = -0.0450)." in R.render_report("horizon", PRESET)
 
 
 def test_lazy_interaction_is_a_paired_difference_of_differences(dirs):
