@@ -695,11 +695,19 @@ def _rel(p: Path) -> str:
     return os.path.relpath(p, ROOT) if p.resolve().is_relative_to(ROOT) else str(p)
 
 
-def _environment_lines(r: Report) -> list[str]:
+def _metas(r: Report) -> list[dict]:
+    """meta.json of the report's runs that have a final record (a run still training, or one not started, is left
+    out: its commit is not behind any number, and a clone without its partial directory renders the same)."""
     metas = []
-    for rid in r.df.run_id.unique():
+    done = r.df[~r.df.status.isin(["running", "missing"])] if len(r.df) else r.df
+    for rid in done.run_id.unique() if len(done) else []:
         with contextlib.suppress(FileNotFoundError, records.CorruptRecord):
             metas.append(records.read_json(runs_dir(r.preset) / rid / "meta.json"))
+    return metas
+
+
+def _environment_lines(r: Report) -> list[str]:
+    metas = _metas(r)
     uniq = lambda key: sorted({str(m.get(key)) for m in metas})
     versions = sorted({", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items() if v) for m in metas})
     nb = manifest_path(r.name, r.preset, r.tag).with_suffix(".ipynb")
@@ -782,11 +790,7 @@ def render_index(preset: str = "cpu") -> str:
                          "date": "-", "commit": "-", "report": "-"})
             continue
         r = reps[name] = analyse(name, preset)
-        metas = []
-        for rid in r.df.run_id.unique():
-            with contextlib.suppress(FileNotFoundError, records.CorruptRecord):
-                metas.append(records.read_json(runs_dir(preset) / rid / "meta.json"))
-        commits = sorted({m.get("git_commit") for m in metas if m.get("git_commit")},
+        commits = sorted({m.get("git_commit") for m in _metas(r) if m.get("git_commit")},
                          key=lambda c: (_commit_date(c), c))
         answer = " ".join(f() for f in r.answer).split(". ")[0].rstrip(".") + "."
         rows.append({"campaign": name, "question": spec["question"], "answer": answer,

@@ -174,6 +174,20 @@ def test_horizon_without_crossing(dirs):
            "smallest at 0.8M (Δ = -0.0450)." in R.render_report("horizon", PRESET)
 
 
+def test_a_run_without_a_final_record_adds_no_commit(dirs):
+    """A run still training (or killed before its summary) is not behind any number: its meta.json commit is not
+    listed, so a clone without its partial directory renders the same report."""
+    horizon()
+    m = records.read_json(res.manifest_path("horizon", PRESET))
+    partial = res.runs_dir(PRESET) / m["runs"][0]["run_id"]
+    (partial / "summary.json").unlink()
+    meta = records.read_json(partial / "meta.json")
+    records.write_json(partial / "meta.json", {**meta, "git_commit": "fff000fff000aaaa"})
+    text = R.render_report("horizon", PRESET)
+    assert "git commit(s) of the runs: abc123def456;" in text and "fff000fff000" not in text
+    assert "fff000fff0" not in R.render_index(PRESET)
+
+
 def test_lazy_interaction_is_a_paired_difference_of_differences(dirs):
     mk = lambda k: {"optimizer": "muon", "project_every": k}
     ak = lambda k: {"optimizer": "adamw", "project_every": k}
