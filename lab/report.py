@@ -472,6 +472,9 @@ def _lazy(r: Report) -> None:
     def answer():
         conf_says = _say(cb, "beats projecting every step", "loses to projecting every step",
                          "shows no significant difference from projecting every step")
+        if best is None:  # the selection stage has not finished: nothing chosen yet
+            return (f"At {r.tokens()} tokens, Muon's projection interval is not chosen yet (selection unfinished: "
+                    f"{len(sel[sel.status == 'finished'])} finished selection run(s)).")
         out = [f"At {r.tokens()} tokens, Muon's best projection interval on the selection seeds is every {best} "
                f"step(s)" + (f"; on the confirmation seeds it {conf_says}" if cb else " (projecting every step)")
                + "."]

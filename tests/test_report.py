@@ -206,6 +206,14 @@ def test_lazy_interaction_is_a_paired_difference_of_differences(dirs):
     assert "says yes: Δ =" in text
 
 
+def test_lazy_answer_while_its_selection_is_unfinished_names_no_interval(dirs):
+    sel = {"muon every=1": ({"optimizer": "muon", "project_every": 1}, SEL(1.50))}
+    fake_campaign("lazy_projection", {"select": sel}, {"seeds": [0, 1], "confirm_seeds": [100, 101, 102]})
+    text = R.render_report("lazy_projection", PRESET)
+    assert "None" not in text.split("## How it was measured")[0]
+    assert "Muon's projection interval is not chosen yet (selection unfinished: 1 finished selection run(s))" in text
+
+
 def test_index_has_a_verdict_for_every_hypothesis(dirs):
     fake_sweep()
     text = R.render_report("all", PRESET)
