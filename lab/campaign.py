@@ -31,7 +31,7 @@ import pandas as pd
 
 from lab import records, report
 from lab.config import GEODESIC, WANDB_MODES, get_config
-from lab.results import ROOT, best_arm, choice, manifest_path, read_manifest, results, runs_dir
+from lab.results import ROOT, best_arm, choice, grid_edge, manifest_path, read_manifest, results, runs_dir
 
 NOTEBOOKS = ROOT / "notebooks"
 CAMPAIGNS = ("verify", "lr_sweep", "horizon", "geodesic", "advanced", "lazy_projection")  # `all`: in this order
@@ -485,9 +485,8 @@ EXTEND_EDGES = 2  # values added past a winning grid edge (factor 2 each): the o
 
 def beyond_edge(grid: list[float], best: float | None) -> float | None:
     """The next value (factor 2) past the edge of `grid` that `best` sits on; None when it is inside (or missing)."""
-    if best is None or len(grid) < 3:
-        return None
-    return min(grid) / 2 if best == min(grid) else 2 * max(grid) if best == max(grid) else None
+    side = grid_edge(grid, best)
+    return min(grid) / 2 if side == "lowest" else 2 * max(grid) if side == "highest" else None
 
 
 def muon(lr: float, aux: float, **kw) -> dict:

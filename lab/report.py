@@ -25,6 +25,7 @@ from lab.results import (
     arm_stats,
     choice,
     finals,
+    grid_edge,
     manifest_path,
     read_manifest,
     reports_dir,
@@ -164,13 +165,9 @@ def _seeds(seeds) -> str:
 
 def _edge(value, grid: list, what: str) -> str:
     """A warning when the chosen value sits on the edge of its grid (the optimum may lie outside)."""
-    if not grid or len(grid) < 3 or value not in grid:
-        return ""
-    if value in (min(grid), max(grid)):
-        side = "lowest" if value == min(grid) else "highest"
-        return (f" **Grid-edge warning:** the best {what} ({value:g}) is the {side} value of its grid "
-                f"{[float(f'{g:g}') for g in grid]}: the optimum may lie beyond it; extend the grid.")
-    return ""
+    side = grid_edge(grid, value)
+    return (f" **Grid-edge warning:** the best {what} ({value:g}) is the {side} value of its grid "
+            f"{[float(f'{g:g}') for g in grid]}: the optimum may lie beyond it; extend the grid." if side else "")
 
 
 def _ranked(df: pd.DataFrame) -> list[str]:

@@ -62,6 +62,13 @@ def choice(m: dict | None, key: str) -> dict | None:
     return next((c for c in (m or {}).get("choices", []) if c["key"] == key), None)
 
 
+def grid_edge(grid: list, value) -> str | None:
+    """"lowest" or "highest" when `value` is that edge of a 3+ value grid (the optimum may lie beyond); else None."""
+    if value is None or len(grid) < 3 or value not in grid:
+        return None
+    return "lowest" if value == min(grid) else "highest" if value == max(grid) else None
+
+
 def _run_status(run_dir: Path) -> dict:
     """summary.json as a dict, or a stand-in: running (locked by a trainer), missing, or failed (unreadable)."""
     try:

@@ -272,6 +272,13 @@ def test_a_run_held_by_another_process_is_skipped_and_the_stage_waits(tmp_path, 
     assert set(grid().run("s", ARMS, [0]).status) == {"finished"}
 
 
+def test_grid_edge_and_the_value_beyond_it():
+    g = [0.01, 0.02, 0.04]
+    assert [res.grid_edge(g, x) for x in (0.01, 0.02, 0.04, 0.03, None)] == ["lowest", None, "highest", None, None]
+    assert res.grid_edge([0.01, 0.02], 0.02) is None  # two values have no inside to be sure of
+    assert [C.beyond_edge(g, x) for x in (0.01, 0.02, 0.04)] == [0.005, None, 0.08]
+
+
 def test_a_winning_grid_edge_is_extended(tmp_path, monkeypatch, no_notebook):
     """run_grids adds the next value (x/2 or 2x) past an edge that wins, at most EXTEND_EDGES times per group, and
     never past an inside winner; a rerun replays the same grids from the records and trains nothing."""
