@@ -14,11 +14,11 @@ LINESTYLE = {"muon": "-", "adamw": "--"}
 CMAP = {"muon": "viridis", "adamw": "plasma"}
 
 
-
 def _legend(ax, **kw) -> None:
     """A legend when something is labelled (a campaign with no finished run yet has nothing to label)."""
     if ax.get_legend_handles_labels()[0]:
         ax.legend(**kw)
+
 
 def styles(arms: pd.DataFrame, swept: str | None) -> dict[str, dict]:
     """{arm: matplotlib kwargs}: linestyle by optimizer; colour from a sequential colormap along `swept` (per

@@ -276,9 +276,6 @@ def _lr_sweep(r: Report) -> None:
     r.figures.append((fn, "final val loss vs peak lr per optimizer (selection seeds)"))
 
 
-OPT_NAMES = (("muon", "Muon"), ("adamw", "AdamW"))
-
-
 def _horizon(r: Report) -> None:
     conf = r.stage("confirm")
     budgets = sorted(int(b) for b in r.params.get("budgets", []))
@@ -324,8 +321,9 @@ def _horizon(r: Report) -> None:
         out = [first[:1].upper() + first[1:] + " (confirmation seeds; "
                + "; ".join(f"{r.tokens(b)}: Δ = {cmps[b].c.fmt()}" for b in done) + ")."]
         out.append(_crossing(done, cmps, r))
-        keys = [(f"{opt}_lr@{b}", f"{name} at {b} steps") for b in budgets for opt, name in OPT_NAMES]
-        edges = [f"{what} ({r.choice(k):g})" for k, what in keys if _edge(r.choice(k), _grid(r, k), "lr")]
+        keys = [(f"{opt}_lr@{b}", f"{name} at {b} steps") for b in budgets
+                for opt, name in (("muon", "Muon"), ("adamw", "AdamW"))]
+        edges = [f"{what} ({r.choice(k):g})" for k, what in keys if grid_edge(_grid(r, k), r.choice(k))]
         if edges:
             out.append("**Grid-edge warning:** still on an edge of its lr grid after extending it: "
                        f"{', '.join(edges)}; the optimum may lie beyond.")
@@ -342,7 +340,7 @@ def _horizon(r: Report) -> None:
             m = table[(table.budget == b) & (table.optimizer == "muon")].iloc[0]
             a = table[(table.budget == b) & (table.optimizer == "adamw")].iloc[0]
             c, tg = cmps.get(b), target.get(b) or {}
-            edge = lambda opt, lr, b=b: " (grid edge)" if _edge(lr, _grid(r, f"{opt}_lr@{b}"), "lr") else ""
+            edge = lambda opt, lr, b=b: " (grid edge)" if grid_edge(_grid(r, f"{opt}_lr@{b}"), lr) else ""
             t.append({"budget": f"{b} steps ({r.tokens(b)} tokens)",
                       "Muon lr": f"{m.lr:g}{edge('muon', m.lr)}" if m.lr else "-",
                       "AdamW lr": f"{a.lr:g}{edge('adamw', a.lr)}" if a.lr else "-",
@@ -467,11 +465,11 @@ def _lazy(r: Report) -> None:
                _interaction(conf, k_int, "confirm"), "interaction") if k_int else None
 
     def answer():
-        conf_says = _say(cb, "beats projecting every step", "loses to projecting every step",
-                         "shows no significant difference from projecting every step")
         if best is None:  # the selection stage has not finished: nothing chosen yet
             return (f"At {r.tokens()} tokens, Muon's projection interval is not chosen yet (selection unfinished: "
                     f"{len(sel[sel.status == 'finished'])} finished selection run(s)).")
+        conf_says = _say(cb, "beats projecting every step", "loses to projecting every step",
+                         "shows no significant difference from projecting every step")
         out = [f"At {r.tokens()} tokens, Muon's best projection interval on the selection seeds is every {best} "
                f"step(s)" + (f"; on the confirmation seeds it {conf_says}" if cb else " (projecting every step)")
                + "."]
@@ -699,8 +697,7 @@ def _metas(r: Report) -> list[dict]:
     """meta.json of the report's runs that have a final record (a run still training, or one not started, is left
     out: its commit is not behind any number, and a clone without its partial directory renders the same)."""
     metas = []
-    done = r.df[~r.df.status.isin(["running", "missing"])] if len(r.df) else r.df
-    for rid in done.run_id.unique() if len(done) else []:
+    for rid in r.df[~r.df.status.isin(["running", "missing"])].run_id.unique() if len(r.df) else []:
         with contextlib.suppress(FileNotFoundError, records.CorruptRecord):
             metas.append(records.read_json(runs_dir(r.preset) / rid / "meta.json"))
     return metas
