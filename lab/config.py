@@ -77,15 +77,42 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def run_id(self) -> str:
-        """A run's identity: a hash of the fields that can change its numbers. Where records go, and settings this
-        run never reads (adamw_lr in a Muon run, Muon's settings in an AdamW run, beta2 without NorMuon), are left
-        out, so changing such a default does not orphan finished runs."""
+    def run_id(self, world_size: int = 1) -> str:
+        """A run's identity: a hash of what determines its numbers, and only that. Settings this run never reads
+        (adamw_lr in a Muon run, Muon's settings in an AdamW run, beta2 without NorMuon) and where records go are
+        left out; a field added after the first records is left out while it holds its NEUTRAL value (so adding a
+        field re-hashes nothing); the world size (global batch) and the device type and precision actually used are
+        in whenever they differ from one CPU process in fp32 (the setting every record before them was made in)."""
         unread = _NOT_IDENTITY | (_MUON_ONLY if self.optimizer == "adamw" else {"adamw_lr"})
         unread |= set() if self.normuon else {"beta2"}
         unread |= {"alpha_init"} if self.model == "gpt" else set()  # the GPT baseline has no eigen step sizes
-        d = {k: v for k, v in self.to_dict().items() if k not in unread}
+        d = {k: v for k, v in self.to_dict().items() if k not in unread and not (k in NEUTRAL and v == NEUTRAL[k])}
+        if world_size != 1:
+            d["_world_size"] = int(world_size)  # global batch = world_size x batch_size x grad_accum
+        execution = self.execution()
+        if execution != "cpu/fp32":
+            d["_execution"] = execution  # CPU fp32 and CUDA bf16 never share an id
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    def execution(self) -> str:
+        """'<device type>/<precision>' this config trains with here: 'cpu/fp32', 'cuda/bf16', ..."""
+        kind = self.device.split(":")[0]
+        if kind == "auto":
+            import torch  # only here: a config is built and checked without torch
+            kind = "cuda" if torch.cuda.is_available() else "cpu"
+        bf16 = self.dtype == "bf16" or (self.dtype == "auto" and kind == "cuda")
+        return f"{kind}/{'bf16' if bf16 else 'fp32'}"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Config:
+        """A Config from a record's config.json: a field the record predates takes its NEUTRAL value (what the
+        run did before the field existed), not today's default."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"config: unknown key(s) {unknown} in a recorded config; valid keys: {', '.join(names)}")
+        d = {**{k: v for k, v in NEUTRAL.items() if k in names}, **d}
+        return cls(**{**d, "adam_betas": tuple(d.get("adam_betas", cls.adam_betas))})
 
     @property
     def eval_every(self) -> int:
@@ -101,6 +128,11 @@ class Config:
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len * self.grad_accum
 
+
+# Fields added after the first committed records, each with its neutral value: the value that reproduces the
+# behaviour before the field existed (fixed when the field is added, never the current default). run_id leaves a
+# field out while it holds this value, so every earlier record keeps its id.
+NEUTRAL: dict[str, object] = {}
 
 _NOT_IDENTITY = {"runs_dir", "data_dir", "campaign", "wandb", "wandb_project", "ckpt_every"}  # where, not what
 _MUON_ONLY = {"lr", "embed_lr", "head_lr", "scalar_lr", "momentum", "momentum_start", "momentum_warmup_frac",

@@ -139,7 +139,7 @@ def train(config: Config, progress: bool = True, _stop_at: int | None = None) ->
     (Ctrl-C, a kill) leaves the last checkpoint to resume from. `_stop_at` simulates a kill right after that step.
     """
     rank, world = distributed.setup()
-    run_id = config.run_id()
+    run_id = config.run_id(world)
     run_dir = Path(config.runs_dir) / run_id
     done = _final_summary(run_dir, rank)
     if done:
