@@ -36,6 +36,8 @@ EOT = 50256          # GPT-2's <|endoftext|>: separates documents in FineWeb sha
 STARTED = time.perf_counter()  # when this module was imported: `python -m lab.gpucheck` counts its time from here
 
 # What each size runs. h100: the real preset, a few steps (one GPU, < 8 min); tiny: seconds on a CPU, for tests.
+# kernel_shapes of h100: the preset model's hidden-matrix shapes (lab.bench.common.H100_MATRICES; not imported
+# here: it imports torch)
 SIZES = {
     "h100": dict(preset="h100", overrides=dict(steps=40, val_every=10, ckpt_every=20), stop_at=29,
                  shard_tokens=(4_000_000, 600_000), kernel_shapes=((768, 768), (6144, 768), (768, 3072)),

@@ -137,6 +137,11 @@ def test_a_wrong_kernel_fails_its_row(monkeypatch):
     assert [r["result"] for r in rows[:2]] == ["FAIL", "FAIL"] and "max rel diff 1.0e-01" in rows[0]["detail"]
 
 
+def test_kernel_rows_use_the_h100_matrix_shapes():
+    from lab.bench.common import H100_MATRICES
+    assert gpucheck.SIZES["h100"]["kernel_shapes"] == H100_MATRICES
+
+
 # --- killed and resumed vs uninterrupted --------------------------------------------------------------------------
 
 def test_resume_check_is_bit_identical_on_cpu(tmp_path):
