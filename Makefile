@@ -8,7 +8,7 @@ PRESET  ?= cpu
 # two worker processes with one thread each: ~1.2x the throughput of one 2-thread process on the 2-core CPU
 CAMPAIGN_ARGS ?= -p devices '["cpu", "cpu"]'
 
-.PHONY: all campaigns run test lint bench clean-venv
+.PHONY: all campaigns run test lint bench gpu-check clean-venv
 all: campaigns
 
 $(BIN)/.installed: pyproject.toml
@@ -36,6 +36,11 @@ lint: $(VENV)
 
 bench: $(VENV)
 	$(BIN)/python -m lab bench
+
+# on a CUDA box: tests/test_gpu.py, a short h100-preset run on synthetic shards, resume, kernels vs torch, one table
+# (reports/GPU_CHECK.md), < 8 min, nothing downloaded; without a GPU: one line, exit 0
+gpu-check: $(VENV)
+	$(BIN)/python -m lab.gpucheck
 
 clean-venv:
 	rm -rf $(VENV)

@@ -82,3 +82,40 @@ def test_checkpoint_and_resume_on_cuda_equals_an_uninterrupted_run(tmp_path):
     resumed = train(c, progress=False)
     assert resumed["status"] == "finished" and resumed["steps"] == 24
     assert abs(resumed["final_val_loss"] - full["final_val_loss"]) < 1e-3  # bf16 autocast: not bit for bit
+
+
+# --- what `make gpu-check` (lab.gpucheck) relies on --------------------------------------------------------------
+
+def test_gpucheck_finds_this_gpu_from_its_device_nodes():
+    """The check decides 'no GPU' from device nodes before importing torch: this GPU must show one of them."""
+    from lab import gpucheck
+    assert gpucheck.gpu_status() == ("cuda", torch.cuda.get_device_name(0))
+
+
+def test_h100_shapes_on_synthetic_fineweb_launch_kernels_in_bf16_and_report_mfu(tmp_path):
+    """The h100 model (2 of its 11 layers) on gpu-check's synthetic FineWeb shards: bf16 autocast, the Triton kernels
+    launched by Muon, MFU in every training row where the device's peak is known."""
+    from lab import gpucheck, records
+    from lab.train import peak_flops, train
+    gpucheck.write_synthetic_fineweb(tmp_path / "d", 400_000, 100_000)
+    c = get_config("h100", n_layer=2, steps=4, val_every=2, val_batches=2, ckpt_every=0, device="cuda",
+                   data_dir=str(tmp_path / "d"), runs_dir=str(tmp_path / "r"))
+    with gpucheck.counting_kernel_launches() as launches:
+        s = train(c, progress=False)
+    assert s["status"] == "finished" and c.execution() == "cuda/bf16" and launches[0] > 0
+    rows = [r for r in records.read_metrics(tmp_path / "r" / c.run_id()) if "train_loss" in r]
+    assert len(rows) == 4
+    if peak_flops(torch.device("cuda")):
+        assert all(0 < r["mfu"] < 1 for r in rows)
+    else:
+        assert not any("mfu" in r for r in rows)
+
+
+def test_gpucheck_resume_check_on_cuda(tmp_path):
+    """gpu-check's killed-and-resumed comparison at its tiny size, on CUDA in bf16 (tested bit for bit on CPU)."""
+    from lab import gpucheck
+    p = gpucheck.SIZES["tiny"]
+    gpucheck.write_synthetic_fineweb(tmp_path / "d", *p["shard_tokens"])
+    c = get_config(p["preset"], **p["overrides"], device="cuda", data="fineweb", data_dir=str(tmp_path / "d"))
+    r = gpucheck.resume_check(c, p["stop_at"], tmp_path / "runs", tol=1e-2)
+    assert r["ok"] and r["resumed_from"] == r["ckpt_step"], {k: v for k, v in r.items() if k != "rows"}
