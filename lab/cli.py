@@ -20,8 +20,8 @@ def cmd_run(args) -> int:
     try:
         s = train(config)
     except OSError as e:  # a full disk, a lost mount: one line, no traceback, saying what was recorded
-        if isinstance(e, FileNotFoundError):
-            raise
+        if isinstance(e, FileNotFoundError) and not hasattr(e, "recorded"):
+            raise  # missing data, refused before any work (main: one line, exit 2)
         _say(f"error: run {config.run_id(world)} failed ({type(e).__name__}: {e}); {_what_was_recorded(e)}")
         return 1
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
@@ -42,13 +42,17 @@ def _preset_runs_dir(preset: str) -> str:
 
 
 def _what_was_recorded(e: OSError) -> str:
-    """train() sets e.recorded: True when it wrote a failed summary.json, else why it could not."""
-    rec = getattr(e, "recorded", None)
+    """train() sets e.recorded (True when it wrote a failed summary.json, else why it could not) and e.resumes_at
+    (the step of the run's last checkpoint)."""
+    rec, at = getattr(e, "recorded", None), getattr(e, "resumes_at", None)
+    if rec is None:
+        return "it failed before training started: nothing recorded"
+    rerun = ("a rerun resumes from its last checkpoint, if any" if at is None
+             else f"a rerun resumes from its checkpoint at step {at}" if at
+             else "a rerun starts from step 0 (no checkpoint)")
     if rec is True:
-        return "recorded as failed in its summary.json, a rerun resumes from its last checkpoint"
-    if rec:
-        return f"recording the failure failed too ({rec}): nothing recorded, a rerun resumes from its last checkpoint"
-    return "it failed before training started: nothing recorded"
+        return f"recorded as failed in its summary.json, {rerun}"
+    return f"recording the failure failed too ({rec}): no summary.json says so, {rerun}"
 
 
 def cmd_data(args) -> int:

@@ -199,6 +199,7 @@ def train(config: Config, progress: bool = True, _stop_at: int | None = None) ->
         raise  # refused before any work: nothing to record
     except Exception as e:
         e.recorded = _record_failed(e, run, config, run_id, run_dir, rank)  # the CLI says what was recorded
+        e.resumes_at = run.saved if run is not None else None  # and where a rerun goes on from
         raise
     finally:
         if run is not None:
@@ -304,7 +305,7 @@ class Run:
             w = ck.get("world", 1)
             raise WorldSizeMismatch(f"{self.ckpt_path}: written by {w} process(es), this run has {self.world}: "
                                     "not resumed at another world size (the global batch would change under one "
-                                    f"run id); rerun with {w} process(es)")
+                                    "run id); remove it to train this run from step 0")
         why = distributed.broadcast_object(self._restart_reason(ck) if self.master else None)
         if why:
             if self.master:
