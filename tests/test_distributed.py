@@ -413,11 +413,15 @@ def test_bytes_at_h100_shapes():
 
 
 def test_torchrun_cli(tmp_path):
-    """`torchrun --standalone --nproc_per_node=2 -m lab run --preset smoke` on CPU: one finished run record."""
+    """`torchrun --standalone --nproc_per_node=2 -m lab run --preset smoke` on CPU: one finished run record, of its
+    own id. A 1-process record of the same config in the same runs_dir is not reused (issue 18 finding 1b: it said
+    "finished after 12 steps" and trained nothing, although 2 processes train at twice the global batch)."""
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.skip(f"no torchrun next to {sys.executable}")
     runs = tmp_path / "runs"
+    one = get_config("smoke", runs_dir=str(runs), data_dir=str(DATA))
+    assert T.train(one, progress=False)["status"] == "finished"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     env |= {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "lab", "run", "--preset", "smoke",
@@ -427,10 +431,10 @@ def test_torchrun_cli(tmp_path):
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"torchrun did not finish in 120 s: {e.stdout}\n{e.stderr}")
     assert p.returncode == 0, p.stdout + p.stderr
-    run_dirs = list(runs.iterdir())
-    assert [p.name for p in run_dirs] == [get_config("smoke").run_id(2)] != [get_config("smoke").run_id(1)]
-    s = records.read_summary(run_dirs[0])
+    assert sorted(d.name for d in runs.iterdir()) == sorted([one.run_id(1), one.run_id(2)])
+    d = runs / one.run_id(2)
+    s = records.read_summary(d)
     assert s["status"] == "finished" and s["steps"] == 12 and s["final_val_loss"] < 5.6
-    assert records.read_json(run_dirs[0] / "meta.json")["world_size"] == 2
-    assert not (run_dirs[0] / "ckpt.pt").exists()
-    assert "finished after 12 steps" in p.stdout
+    assert records.read_json(d / "meta.json")["world_size"] == 2
+    assert not (d / "ckpt.pt").exists()
+    assert p.stdout.strip().splitlines()[-1].startswith(f"run {one.run_id(2)}: finished after 12 steps, val loss")
