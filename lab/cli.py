@@ -5,28 +5,54 @@ import argparse
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from lab.config import PRESETS, get_config, parse_overrides
 
 
 def cmd_run(args) -> int:
-    from lab.train import train
-    config = get_config(args.preset, **parse_overrides(args.overrides))  # refused here, before any work
+    from lab.train import recorded, train
+    overrides = parse_overrides(args.overrides)
+    overrides.setdefault("runs_dir", _preset_runs_dir(args.preset))  # where campaigns keep this preset's runs
+    config = get_config(args.preset, **overrides)  # refused here, before any work
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; train() joins the process group
+    already = recorded(config, world) is not None
     try:
         s = train(config)
-    except OSError as e:  # a full disk, a lost mount: recorded in summary.json as failed; one line, no traceback
-        if isinstance(e, FileNotFoundError):
-            raise
-        print(f"error: run {config.run_id()} failed ({type(e).__name__}: {e}); recorded as failed in its "
-              "summary.json, a rerun resumes from its last checkpoint", file=sys.stderr)
+    except OSError as e:  # a full disk, a lost mount: one line, no traceback, saying what was recorded
+        if isinstance(e, FileNotFoundError) and not hasattr(e, "recorded"):
+            raise  # missing data, refused before any work (main: one line, exit 2)
+        _say(f"error: run {config.run_id(world)} failed ({type(e).__name__}: {e}); {_what_was_recorded(e)}")
         return 1
-    from lab.optim.distributed import rank
-    if rank() != 0:  # under torchrun only rank 0 reports
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
     val = s["final_val_loss"]
-    print(f"run {s['run_id']}: {s['status']} after {s['steps']} steps, "
-          f"val loss {val:.4f}" if val is not None else f"run {s['run_id']}: {s['status']} after {s['steps']} steps")
+    line = f"run {s['run_id']}: {'already ' if already else ''}{s['status']} after {s['steps']} steps"
+    line += f", val loss {val:.4f}" if val is not None else ""
+    print(line + (f" ({Path(config.runs_dir) / s['run_id']}, not retrained)" if already else ""))
     return 0 if s["status"] == "finished" else 2
+
+
+def _preset_runs_dir(preset: str) -> str:
+    """runs/<preset> (LAB_RUNS_DIR moves the root): relative to the repo root when run from there, as campaigns
+    record it in config.json, else absolute."""
+    from lab.results import ROOT, runs_dir
+    d = runs_dir(preset)
+    return os.path.relpath(d, ROOT) if Path.cwd().resolve() == ROOT and d.is_relative_to(ROOT) else str(d)
+
+
+def _what_was_recorded(e: OSError) -> str:
+    """train() sets e.recorded (True when it wrote a failed summary.json, else why it could not) and e.resumes_at
+    (the step of the run's last checkpoint)."""
+    rec, at = getattr(e, "recorded", None), getattr(e, "resumes_at", None)
+    if rec is None:
+        return "it failed before training started: nothing recorded"
+    rerun = ("a rerun resumes from its last checkpoint, if any" if at is None
+             else f"a rerun resumes from its checkpoint at step {at}" if at
+             else "a rerun starts from step 0 (no checkpoint)")
+    if rec is True:
+        return f"recorded as failed in its summary.json, {rerun}"
+    return f"recording the failure failed too ({rec}): no summary.json says so, {rerun}"
 
 
 def cmd_data(args) -> int:
@@ -57,7 +83,7 @@ def cmd_bench(args) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="train one run and write runs/<run id>/",
+    r = sub.add_parser("run", help="train one run and write runs/<preset>/<run id>/ (reused if already finished)",
                        description="Train one run. Overrides are key=value pairs of lab.config.Config fields, "
                                    "e.g. `python -m lab run --preset cpu optimizer=adamw lr=0.01`.")
     r.add_argument("--preset", default="cpu", choices=list(PRESETS), help="defaults to start from (default: cpu)")
@@ -91,23 +117,40 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
-    from lab.campaign import CampaignPending
-    from lab.records import RunLocked
     # the command as typed, for meta.json (notebook kernels and campaign workers inherit it; their argv is a launcher)
     own = "LAB_COMMAND" not in os.environ
     if own:
         os.environ["LAB_COMMAND"] = shlex.join(["python", "-m", "lab", *argv])
     try:
-        return args.fn(args)
-    except (RunLocked, CampaignPending) as e:  # another process is training this run: it stays the only writer
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except (ValueError, FileNotFoundError) as e:  # bad input or missing data: one clear line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _call(args)
+    except KeyboardInterrupt as e:  # Ctrl-C: one line and the shell's exit code for SIGINT, no traceback
+        generic = "interrupted; rerun the same command to resume (finished runs are kept, others resume)"
+        _say(str(e) if args.cmd == "run" and str(e) else generic)
+        return 130
     finally:
         if own:
             os.environ.pop("LAB_COMMAND", None)
+
+
+def _call(args) -> int:
+    """args.fn(args); an error the user can act on ends as one line: exit 2 bad input or missing data, 3 another
+    process is training that run."""
+    from lab.campaign import CampaignPending
+    from lab.records import RunLocked
+    try:
+        return args.fn(args)
+    except (RunLocked, CampaignPending) as e:  # another process is training this run: it stays the only writer
+        _say(f"error: {e}")
+        return 3
+    except (ValueError, FileNotFoundError) as e:  # bad input or missing data: one clear line, no traceback
+        _say(f"error: {e}")
+        return 2
+
+
+def _say(line: str) -> None:
+    """One line on stderr, from rank 0 only under torchrun."""
+    if os.environ.get("RANK", "0") == "0":
+        print(line, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 MODELS = ("ngpt", "gated_ngpt", "gpt")
 DATASETS = ("shakespeare", "fineweb")
@@ -254,6 +255,19 @@ def validate(c: Config) -> None:
         raise ValueError(f"config: device={c.device!r}; valid: auto, cpu, cuda, cuda:N")
     if c.geodesic != "none" and c.optimizer != "muon":
         raise ValueError(f"config: geodesic={c.geodesic!r} needs optimizer='muon' (it is a SimpleMuon option)")
+    _check_runs_dir(c.runs_dir)
     if c.geodesic != "none" and c.model == "gpt":
         raise ValueError(f"config: geodesic={c.geodesic!r} needs a model with sphere parameters (ngpt, gated_ngpt); "
                          "model='gpt' has none")
+
+
+def _check_runs_dir(runs_dir: str) -> None:
+    """An empty runs_dir would put run directories in the current directory, and one under a file cannot be
+    created: both refused before any work."""
+    if not runs_dir.strip():
+        raise ValueError(f"config: runs_dir={runs_dir!r} is empty; give a directory (default: runs/<preset>)")
+    path = Path(runs_dir)
+    existing = next(p for p in (path, *path.parents) if p.exists())  # a relative path's parents end at '.'
+    if not existing.is_dir():
+        where = "is" if existing == path else f"is under {existing}, which is"
+        raise ValueError(f"config: runs_dir={runs_dir!r} {where} not a directory")

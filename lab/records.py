@@ -6,6 +6,8 @@ at any moment leaves either the old or the new file, never half of one.
 """
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import os
 import pickle
@@ -188,13 +190,86 @@ def clean_leftovers(run_dir: Path) -> list[Path]:
     return gone
 
 
-def _git(*args: str) -> str | None:
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the checkout whose code this process runs
+CODE_KEYS = ("git_commit", "git_code_tree", "git_dirty", "git_diff_sha1")  # a code version, as recorded
+LAB_WRITES = ("reports", "runs")  # what the lab writes itself: never part of a code version
+
+
+def _git(*args: str, root: Path = PACKAGE_ROOT) -> str | None:
     try:
-        root = Path(__file__).resolve().parent.parent
         out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
         return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def code_version(root: Path = PACKAGE_ROOT) -> dict:
+    """The code this process runs: HEAD's commit; a hash of HEAD's tracked code (its tree without reports/ and
+    runs/, so that a commit of run records or reports alone is the same code version); whether tracked code differs
+    from HEAD, and a hash of that difference (two different uncommitted edits are two versions). Untracked files
+    are left out; every value is None where git cannot tell."""
+    lab_writes = [f":(exclude){d}" for d in LAB_WRITES]
+    diff = _git("diff", "HEAD", "--binary", "--no-ext-diff", "--", ".", *lab_writes, root=root)
+    tree = _git("ls-tree", "HEAD", root=root)  # top level: one line per file or subtree, with its hash
+    code = None if tree is None else "\n".join(ln for ln in tree.splitlines() if ln.split("\t")[-1] not in LAB_WRITES)
+    return {"git_commit": _git("rev-parse", "HEAD", root=root),
+            "git_code_tree": hashlib.sha1(code.encode()).hexdigest()[:12] if code is not None else None,
+            "git_dirty": None if diff is None else bool(diff),
+            "git_diff_sha1": hashlib.sha1(diff.encode()).hexdigest()[:12] if diff else None}
+
+
+def same_code(a: dict | None, b: dict | None) -> bool:
+    """Whether two code versions (code_version() dicts, or segments) are the same code: the same committed code
+    (its tree hash; the commit where one was recorded without it) and the same uncommitted edits."""
+    if a is None or b is None:
+        return False
+    key = "git_code_tree" if a.get("git_code_tree") and b.get("git_code_tree") else "git_commit"
+    return all(a.get(k) == b.get(k) for k in (key, "git_dirty", "git_diff_sha1"))
+
+
+def describe_code(v: dict | None) -> str:
+    """'3946633a1b2c', '3946633a1b2c + uncommitted edits 5f0c9e2d71aa', or 'of an unknown version (...)'."""
+    if v is None:
+        return "of an unrecorded version"
+    if not v.get("git_commit"):
+        return "of an unknown version (no git)"
+    edits = f" + uncommitted edits {v.get('git_diff_sha1') or '(not hashed)'}" if v.get("git_dirty") else ""
+    return f"{v['git_commit'][:12]}{edits}"
+
+
+def segment(code: dict, start_step: int) -> dict:
+    """One stretch of training of a run by one process (group): its code version, the step it started at, when."""
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {**{k: code.get(k) for k in CODE_KEYS}, "start_step": start_step, "date": date}
+
+
+def segments(meta: dict) -> list[dict]:
+    """meta.json's segments; one written before they were kept reads as one segment from step 0 (its
+    git_commit and git_dirty; neither its code tree nor its diff was hashed)."""
+    if "segments" in meta:
+        return meta["segments"]
+    return [{"git_commit": meta.get("git_commit"), "git_code_tree": None, "git_dirty": meta.get("git_dirty"),
+             "git_diff_sha1": None, "start_step": 0, "date": None}]
+
+
+def code_versions(run_dir: Path) -> list[dict]:
+    """The distinct code versions a run was trained with, in order: CODE_KEYS and `start_step`, the step each first
+    trained at. More than one means the record mixes code versions (train never resumes across them; a record of
+    older code may). Reads meta.json with segments and the older ones without (one version, from step 0).
+    [] for a run without meta.json; CorruptRecord naming the file if it cannot be read or is not a run's meta."""
+    p = Path(run_dir) / "meta.json"
+    if not p.exists():
+        return []
+    meta = read_json(p)
+    if not isinstance(meta, dict) or not isinstance(meta.get("segments", []), list):
+        raise CorruptRecord(f"{p}: not a run's meta.json (not an object with a list of segments)")
+    out = []
+    for seg in segments(meta):
+        if not isinstance(seg, dict):
+            raise CorruptRecord(f"{p}: a segment is not an object: {seg!r:.80}")
+        if not out or not same_code(out[-1], seg):
+            out.append({**{k: seg.get(k) for k in CODE_KEYS}, "start_step": seg.get("start_step")})
+    return out
 
 
 def device_name(device: torch.device) -> str:
@@ -220,13 +295,13 @@ def command() -> str:
     return os.environ.get("LAB_COMMAND") or shlex.join(sys.argv)
 
 
-def run_meta(device: torch.device, world_size: int = 1) -> dict:
-    """Code version, library versions and hardware: what makes a run log self-describing (modded-nanogpt).
-    git_dirty looks at tracked code only: reports/ and runs/ are what the lab writes itself."""
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)reports", ":(exclude)runs")
-    return {"git_commit": _git("rev-parse", "HEAD") or None, "git_dirty": bool(status) if status is not None else None,
-            "versions": versions(), "device": device_name(device), "world_size": world_size,
-            "platform": platform.platform(), "hostname": platform.node(), "command": command()}
+def run_meta(device: torch.device, world_size: int = 1, code: dict | None = None) -> dict:
+    """Code version (code_version(), or `code` as already measured), library versions and hardware: what makes a
+    run log self-describing (modded-nanogpt)."""
+    code = code_version() if code is None else code
+    return {**{k: code.get(k) for k in CODE_KEYS}, "versions": versions(), "device": device_name(device),
+            "world_size": world_size, "platform": platform.platform(), "hostname": platform.node(),
+            "command": command()}
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -6,7 +6,14 @@ Rerunning a config resumes from its last checkpoint and ends with the numbers an
 
 One writer per run: the run directory's lock is held while it trains (a second process on the same run stops at
 once with RunLocked). The metrics log always agrees with the state the run continues from, temp files of
-interrupted writes are removed, and a corrupt checkpoint is moved aside (ckpt.pt.corrupt) and the run restarts.
+interrupted writes are removed, and a checkpoint that is corrupt or does not fit the model is moved aside
+(ckpt.pt.corrupt) and the run restarts.
+
+One code version per record: meta.json lists the segments of a run (code version, start step, date), and a
+checkpoint written by other code (another commit, or other uncommitted edits) is not resumed: the run starts again
+from step 0, saying so in one line. Restart rather than refuse: the record then holds one code version and an
+unattended campaign goes on. A checkpoint of another world size is refused (one line): it would change the global
+batch under one run id.
 """
 from __future__ import annotations
 
@@ -103,6 +110,23 @@ def set_schedules(optimizers, config: Config, step: int) -> dict:
     return row
 
 
+class WorldSizeMismatch(ValueError):
+    """A checkpoint written by another number of processes: resuming it would change the global batch mid-run."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or _stop_at) during a run; the message says where it stopped and how to go on."""
+
+
+def recorded(config: Config, world: int = 1) -> dict | None:
+    """The final summary this config already has (train returns it without training), else None. No side effects."""
+    try:
+        s = records.read_summary(Path(config.runs_dir) / config.run_id(world))
+    except records.CorruptRecord:
+        return None
+    return s if s and s["status"] in records.FINAL else None
+
+
 def _final_summary(run_dir: Path, rank: int = 0, quiet: bool = False) -> dict | None:
     """The summary of a finished or diverged run, else None. An unreadable summary.json is reported (one line) and
     treated as absent: the run resumes from its checkpoint, or retrains. A final run's checkpoint is removed if a
@@ -164,17 +188,18 @@ def train(config: Config, progress: bool = True, _stop_at: int | None = None) ->
         if rank == 0:
             for p in records.clean_leftovers(run_dir):
                 records.warn(f"removed {p}, the temp file of an interrupted write")
-        run = Run(config, run_id, run_dir, device, data, master=rank == 0, world=world, progress=progress)
+        code = distributed.broadcast_object(records.code_version() if rank == 0 else None)
+        run = Run(config, run_id, run_dir, device, data, master=rank == 0, world=world, code=code,
+                  progress=progress)
         status, val = run.loop(progress, _stop_at)
         summary = run.finish(status, val)
+    except KeyboardInterrupt as e:
+        raise Interrupted(_interrupted(run_id, run)) from e
+    except WorldSizeMismatch:
+        raise  # refused before any work: nothing to record
     except Exception as e:
-        error = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
-        if run is not None:
-            run.finish("failed", None, error=error)
-        elif rank == 0:
-            records.write_json(run_dir / "summary.json", {
-                "run_id": run_id, "status": "failed", "campaign": config.campaign, "steps": 0,
-                "final_val_loss": None, "best_val_loss": None, "error": error})
+        e.recorded = _record_failed(e, run, config, run_id, run_dir, rank)  # the CLI says what was recorded
+        e.resumes_at = run.saved if run is not None else None  # and where a rerun goes on from
         raise
     finally:
         if run is not None:
@@ -184,75 +209,159 @@ def train(config: Config, progress: bool = True, _stop_at: int | None = None) ->
     return summary
 
 
+def _check_state_shapes(optimizers) -> None:
+    """Every optimizer state tensor broadcasts to its parameter's shape (momentum and Adam moments: equal; NorMuon's
+    second moment: a row or column; step counters: scalars). torch's load_state_dict does not check this, and a
+    mismatch would only fail at the first step, on every rerun."""
+    for opt in optimizers:
+        for p, st in opt.state.items():
+            for k, t in st.items():
+                if torch.is_tensor(t) and not _broadcasts(t.shape, p.shape):
+                    raise ValueError(f"optimizer state {k!r} of shape {tuple(t.shape)} for a parameter of shape "
+                                     f"{tuple(p.shape)}")
+
+
+def _broadcasts(shape, to) -> bool:
+    return len(shape) <= len(to) and all(a in (1, b) for a, b in zip(reversed(shape), reversed(to)))
+
+
+def _interrupted(run_id: str, run: Run | None) -> str:
+    if run is None:
+        return f"interrupted before training started; rerun to resume (run {run_id})"
+    where = f"from its checkpoint at step {run.saved}" if run.saved else "from step 0: no checkpoint yet"
+    return f"interrupted at step {run.done}; rerun to resume (run {run_id}, {where})"
+
+
+def _record_failed(e: Exception, run, config, run_id, run_dir, rank) -> bool | str:
+    """Write summary.json saying the run failed with `e` (rank 0): True if it was written, else why it was not."""
+    error = f"{type(e).__name__}: {e}\n{''.join(traceback.format_exception(e))}"
+    try:
+        if run is not None:
+            run.finish("failed", None, error=error)
+        elif rank == 0:
+            records.write_json(run_dir / "summary.json", {
+                "run_id": run_id, "status": "failed", "campaign": config.campaign, "steps": 0,
+                "final_val_loss": None, "best_val_loss": None, "error": error})
+        return True
+    except OSError as w:
+        return f"{type(w).__name__}: {w}"
+
+
 class Run:
     """The state of one run between checkpoints: model, optimizers, step, elapsed time, best val loss."""
 
-    def __init__(self, config, run_id, run_dir, device, data, master, world, progress=False):
+    def __init__(self, config, run_id, run_dir, device, data, master, world, code, progress=False):
         self.config, self.run_id, self.run_dir, self.device = config, run_id, run_dir, device
-        self.data, self.master, self.world, self.rank = data, master, world, distributed.rank()
-        torch.manual_seed(config.seed)
-        self.model = build_model(config).to(device)
-        optimizers, routing = build_optimizers(self.model, config)
-        self.optimizers = distributed.wrap(optimizers, self.model, world)
-        if master:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            records.write_json(run_dir / "config.json", config.to_dict())
-            records.atomic_write(run_dir / "routing.md", format_routing(routing) + "\n")
-            records.write_json(run_dir / "routing.json", routing)
-            records.write_json(run_dir / "meta.json", {"run_id": run_id, **records.run_meta(device, world)})
-            if progress:
-                print(f"[lab] run {run_id}: {config.model} / {config.optimizer} for {config.steps} steps on {device}"
-                      f" -> {run_dir}")
-        self.fwd = torch.compile(self.model) if config.compile else self.model
-        self.ctx = autocast_ctx(config, device)
+        self.data, self.master, self.world, self.rank, self.code = data, master, world, distributed.rank(), code
+        self.build()
         self.ckpt_path = run_dir / "ckpt.pt"
-        self.start, self.elapsed, self.rows = 0, 0.0, None
+        self.start, self.elapsed, self.rows, self.segments = 0, 0.0, None, []
         self.state = {"best_val": math.inf, "first_loss": None, "max_drift": 0.0, "diverged_at": None,
                       "max_geodesic_drift": 0.0}
+        if self.ckpt_path.exists():
+            self.resume()
+        self.segments = [*self.segments, records.segment(code, self.start)]  # this process's stretch of the run
+        if master:
+            self.write_records(progress)
+        self.fwd = torch.compile(self.model) if config.compile else self.model
+        self.ctx = autocast_ctx(config, device)
         # matrices moved by geodesic steps: their drift is measured after every step, before any projection
         self.geodesic = [(p, g["sphere_dim"]) for o in self.optimizers for g in o.param_groups if g.get("geodesic")
                          for p in g["params"]]
-        if self.ckpt_path.exists():
-            self.resume()
-        self.done = self.start  # training steps in the current state
+        self.done = self.saved = self.start  # training steps in the current state; step of the last checkpoint
         self.log = records.MetricsLog(run_dir, self.start, self.rows) if master else None
         self.mirror = records.WandbMirror(config, run_dir, run_id) if master else None
 
+    def build(self) -> None:
+        """The model and optimizers at initialization (seeded: every build is the same)."""
+        torch.manual_seed(self.config.seed)
+        self.model = build_model(self.config).to(self.device)
+        optimizers, self.routing = build_optimizers(self.model, self.config)
+        self.optimizers = distributed.wrap(optimizers, self.model, self.world)
+
+    def write_records(self, progress: bool) -> None:
+        """config, routing and meta (with the segments of the state this run continues from) at the start."""
+        d, config = self.run_dir, self.config
+        d.mkdir(parents=True, exist_ok=True)
+        records.write_json(d / "config.json", config.to_dict())
+        records.atomic_write(d / "routing.md", format_routing(self.routing) + "\n")
+        records.write_json(d / "routing.json", self.routing)
+        meta = records.run_meta(self.device, self.world, self.code)
+        records.write_json(d / "meta.json", {"run_id": self.run_id, **meta, "segments": self.segments})
+        if progress:
+            resumed = f" (resumed at step {self.start})" if self.start else ""
+            print(f"[lab] run {self.run_id}: {config.model} / {config.optimizer} for {config.steps} steps on "
+                  f"{self.device}{resumed} -> {d}")
+
     def resume(self) -> None:
-        """Load the checkpoint (on the CPU; load_state_dict moves tensors to the run's device). An unreadable one
-        is moved aside to ckpt.pt.corrupt and the run starts again from step 0."""
+        """Continue from the checkpoint (loaded on the CPU; load_state_dict moves tensors to the run's device), or
+        say in one line why the run starts again from step 0: an unreadable checkpoint or one that does not fit the
+        model is moved aside to ckpt.pt.corrupt, one of other code is dropped, a log with a gap is restarted.
+        A checkpoint of another world size raises WorldSizeMismatch."""
+        ck = self._readable_checkpoint()
+        if ck is None:
+            return
+        if ck.get("world", 1) != self.world:
+            w = ck.get("world", 1)
+            raise WorldSizeMismatch(f"{self.ckpt_path}: written by {w} process(es), this run has {self.world}: "
+                                    "not resumed at another world size (the global batch would change under one "
+                                    "run id); remove it to train this run from step 0")
+        why = distributed.broadcast_object(self._restart_reason(ck) if self.master else None)
+        if why:
+            if self.master:
+                records.warn(f"{why}: the run starts again from step 0")
+            return
+        err = self._load(ck)
+        if err:
+            self._set_aside(err)
+            return
+        torch.set_rng_state(ck["rng"].cpu())  # set_rng_state takes only a CPU ByteTensor
+        self.start, self.elapsed, self.state, self.segments = ck["step"], ck["elapsed"], ck["state"], ck["segments"]
+
+    def _readable_checkpoint(self) -> dict | None:
+        """The checkpoint if every rank can read it and it is a run checkpoint; else it is moved aside (None)."""
         try:
             ck, err = records.load_checkpoint(self.ckpt_path), None
             err = self._not_ours(ck)
         except records.CorruptRecord as e:
             ck, err = None, str(e)
-        if err:
-            ck = None
-        if not distributed.all_true(ck is not None):
-            if self.master:
-                self.ckpt_path.replace(self.ckpt_path.with_name("ckpt.pt.corrupt"))
-                records.warn(f"{err or 'a rank could not read ' + str(self.ckpt_path)}: moved to ckpt.pt.corrupt, "
-                             "the run starts again from step 0")
-            return
-        # the log must hold one row per step before the checkpoint (rows after it are recomputed): resuming over a
-        # gap or duplicates would leave records that lie, so such a run starts again from step 0
-        gap = None
+        if not distributed.all_true(err is None):
+            self._set_aside(err or f"a rank could not read {self.ckpt_path}")
+            return None
+        return ck
+
+    def _set_aside(self, err: str) -> None:
         if self.master:
-            self.rows = records.read_metrics(self.run_dir)
-            gap = _log_gap(self.rows, ck["step"], self.run_dir / "metrics.jsonl")
-        gap = distributed.broadcast_object(gap)
-        if gap:
-            if self.master:
-                records.warn(f"{gap}: the run starts again from step 0")
-            return
-        self.model.load_state_dict(ck["model"])
-        for opt, sd in zip(self.optimizers, ck["optimizers"]):
-            opt.load_state_dict(sd)
-        torch.set_rng_state(ck["rng"].cpu())  # set_rng_state takes only a CPU ByteTensor
-        self.start, self.elapsed, self.state = ck["step"], ck["elapsed"], ck["state"]
-        if self.master and ck.get("world", 1) != self.world:  # optimizer state is world-size independent
-            print(f"[lab] resuming a checkpoint written by {ck.get('world', 1)} process(es) on {self.world}: "
-                  f"global batch is now {self.world} x batch_size")
+            self.ckpt_path.replace(self.ckpt_path.with_name("ckpt.pt.corrupt"))
+            records.warn(f"{err}: moved to ckpt.pt.corrupt, the run starts again from step 0")
+
+    def _restart_reason(self, ck: dict) -> str | None:
+        """Rank 0: why this readable checkpoint must not be resumed, or None. Other code wrote it (one code version
+        per record: the checkpoint is removed, so that reverting the code later cannot resume it over this code's
+        log), or the log lacks rows before it (resuming over a gap or duplicates would leave records that lie)."""
+        old = (ck.get("segments") or [None])[-1]
+        if not records.same_code(old, self.code):
+            self.ckpt_path.unlink()
+            return (f"{self.ckpt_path}: written by code {records.describe_code(old)}, this is code "
+                    f"{records.describe_code(self.code)} (one code version per record)")
+        self.rows = records.read_metrics(self.run_dir)
+        return _log_gap(self.rows, ck["step"], self.run_dir / "metrics.jsonl")
+
+    def _load(self, ck: dict) -> str | None:
+        """Load the checkpoint's weights and optimizer states; why they do not fit this run (the model and
+        optimizers then start again from their initialization), or None."""
+        try:
+            self.model.load_state_dict(ck["model"])
+            for opt, sd in zip(self.optimizers, ck["optimizers"]):
+                opt.load_state_dict(sd)
+            _check_state_shapes(self.optimizers)
+            err = None
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+            err = f"{self.ckpt_path}: does not fit the model ({type(e).__name__}: {' '.join(str(e).split())[:300]})"
+        if distributed.all_true(err is None):
+            return None
+        self.build()  # a failed load_state_dict may have copied part of the state
+        return err or f"{self.ckpt_path}: does not fit the model on another rank"
 
     def _not_ours(self, ck) -> str | None:
         """Why a checkpoint that torch could read is not one this run can resume from, or None."""
@@ -272,7 +381,8 @@ class Run:
         if self.master:
             records.save_checkpoint(self.ckpt_path, {
                 "model": self.model.state_dict(), "optimizers": optimizers, "step": step, "elapsed": self.elapsed,
-                "state": self.state, "rng": torch.get_rng_state(), "world": self.world})
+                "state": self.state, "rng": torch.get_rng_state(), "world": self.world, "segments": self.segments})
+        self.saved = step
 
     def train_step(self, step: int) -> tuple[float, float]:
         """Forward/backward over grad_accum micro-batches, one optimizer step. Returns (loss, grad_norm)."""
@@ -301,10 +411,16 @@ class Run:
         return val
 
     def loop(self, progress: bool, stop_at: int | None) -> tuple[str, float | None]:
+        bar = tqdm(range(self.start, self.config.steps), desc=self.run_id, initial=self.start,
+                   total=self.config.steps, disable=not (self.master and progress), leave=False)
+        try:
+            return self._steps(bar, stop_at)
+        finally:
+            bar.close()  # the bar's line cleared before any message (Ctrl-C: "interrupted at step N")
+
+    def _steps(self, bar, stop_at: int | None) -> tuple[str, float | None]:
         cfg, state = self.config, self.state
         fpt, peak = flops_per_token(self.model, cfg), peak_flops(self.device)
-        bar = tqdm(range(self.start, cfg.steps), desc=self.run_id, initial=self.start, total=cfg.steps,
-                   disable=not (self.master and progress), leave=False)
         for step in bar:
             t_eval = time.perf_counter()
             row = {"step": step}

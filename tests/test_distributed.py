@@ -1,5 +1,6 @@
 """Distributed training on CPU (gloo, 2 processes): the numbers of 1 process with the same global batch (grad_clip
-included) and the val loss it records, checkpoints that move between world sizes, DistributedMuon's ownership and
+included) and the val loss it records, a run id per world size and checkpoints of another world size refused (the
+global batch would change under one id), DistributedMuon's ownership and
 state gathering, the bytes each rank hands to Muon's collectives, and torchrun end to end.
 
 The 2-process runs drive train() itself: one torch.multiprocessing.spawn (env:// rendezvous on a free port) runs
@@ -176,6 +177,8 @@ def _worker(rank: int, world: int, port: int, jobs: list, out: str) -> None:
             T.train(config, progress=False, _stop_at=stop_at)
         except KeyboardInterrupt:
             assert stop_at is not None
+        except T.WorldSizeMismatch as e:  # a checkpoint of another world size: refused on every rank
+            (Path(out) / f"refused.rank{rank}.txt").write_text(str(e))
     _optimizer_check(rank, Path(out))
     _sync_check(rank, world, Path(out))
 
@@ -197,14 +200,17 @@ def _spawn(jobs: list, out: Path, world: int = 2) -> None:
             pytest.fail(f"{world}-process jobs did not finish in {SPAWN_TIMEOUT_S} s (a rank blocked in a collective?)")
 
 
-def _move_run(src_runs: Path, src_cfg, dst_runs: Path, dst_cfg) -> None:
-    """Take a killed run's directory (checkpoint included) over as another config's run (other batch size)."""
-    shutil.copytree(src_runs / src_cfg.run_id(), dst_runs / dst_cfg.run_id())
+def _move_run(src_runs: Path, src_cfg, src_world: int, dst_runs: Path, dst_cfg, dst_world: int) -> Path:
+    """Take a killed run's directory (checkpoint included) over as another world size's run of the same global batch
+    (the run ids differ: only a copy can put a checkpoint of one world size in the other's directory)."""
+    assert src_cfg.run_id(src_world) != dst_cfg.run_id(dst_world)
+    return Path(shutil.copytree(src_runs / src_cfg.run_id(src_world), dst_runs / dst_cfg.run_id(dst_world)))
 
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory):
-    """Every run of the module: 1-process references here, 2-process runs in one spawn, cross-world resumes."""
+    """Every run of the module: 1-process references here, 2-process runs in one spawn, cross-world resumes
+    (refused)."""
     shakespeare_shards(DATA)  # convert once, before two processes could race for it
     tmp = tmp_path_factory.mktemp("dist")
     out = tmp / "weights"
@@ -221,24 +227,25 @@ def dist(tmp_path_factory):
         with pytest.raises(KeyboardInterrupt):
             T.train(one_killed, progress=False, _stop_at=2)
         two_resumed = _cfg(tmp / "two_resumed", 2, CKPT_ARM)
-        _move_run(tmp / "one_killed", one_killed, tmp / "two_resumed", two_resumed)
+        _move_run(tmp / "one_killed", one_killed, 1, tmp / "two_resumed", two_resumed, 2)
         # 2 -> 1: a 2-process run killed after step 2, resumed (below) by 1 process
         two_killed = _cfg(tmp / "two_killed", 2, CKPT_ARM)
         t0 = time.perf_counter()
         _spawn([(c, None) for c in two.values()] + [(two_killed, 2), (two_resumed, None)], out)
         spawn_s = time.perf_counter() - t0
         one_resumed = _cfg(tmp / "one_resumed", 4, CKPT_ARM)
-        _move_run(tmp / "two_killed", two_killed, tmp / "one_resumed", one_resumed)
+        _move_run(tmp / "two_killed", two_killed, 2, tmp / "one_resumed", one_resumed, 1)
         ckpt = records.load_checkpoint(tmp / "one_resumed" / one_resumed.run_id() / "ckpt.pt")
-        T.train(one_resumed, progress=False)
+        with pytest.raises(T.WorldSizeMismatch) as refused:
+            T.train(one_resumed, progress=False)
     finally:
         mp_.undo()
-    return dict(tmp=tmp, out=out, one=one, two=two, ckpt_2proc=ckpt, spawn_s=spawn_s,
+    return dict(tmp=tmp, out=out, one=one, two=two, ckpt_2proc=ckpt, spawn_s=spawn_s, refused_by_one=str(refused.value),
                 one_resumed=one_resumed, two_resumed=two_resumed)
 
 
-def _weights(d, config, rank=0) -> dict:
-    return torch.load(_final_path(d["out"], Path(config.runs_dir) / config.run_id(), rank), weights_only=True)
+def _weights(d, config, world: int, rank=0) -> dict:
+    return torch.load(_final_path(d["out"], Path(config.runs_dir) / config.run_id(world), rank), weights_only=True)
 
 
 def _max_diff(a: dict, b: dict) -> float:
@@ -250,16 +257,16 @@ def _max_diff(a: dict, b: dict) -> float:
 def test_two_processes_match_one(dist, arm):
     """Same global batch (2 x 2 vs 1 x 4): the same final weights within fp32 tolerance, identical on both ranks."""
     one, two = dist["one"][arm], dist["two"][arm]
-    w1, w2 = _weights(dist, one), _weights(dist, two)
-    assert _max_diff(w2, _weights(dist, two, rank=1)) == 0.0  # every rank ends each step with the same weights
+    w1, w2 = _weights(dist, one, 1), _weights(dist, two, 2)
+    assert _max_diff(w2, _weights(dist, two, 2, rank=1)) == 0.0  # every rank ends each step with the same weights
     diff = _max_diff(w1, w2)
     print(f"\n{arm}: max |w_1proc - w_2proc| = {diff:.2e} (2-process spawn {dist['spawn_s']:.1f} s)")
     assert diff < TOL
     assert max(v.abs().max().item() for v in w1.values()) > 0  # not a vacuous comparison
     clip = ARMS[arm].get("grad_clip", 0)
-    # exactly one record, written by rank 0, saying world size 2, with the 1-process numbers
+    # exactly one record, written by rank 0, saying world size 2, with the 1-process numbers, under its own id
     run_dirs = list((dist["tmp"] / "two" / arm).iterdir())
-    assert [p.name for p in run_dirs] == [two.run_id()]
+    assert [p.name for p in run_dirs] == [two.run_id(2)] and two.run_id(2) != two.run_id(1)
     s1, s2 = records.read_summary(dist["tmp"] / "one" / arm / one.run_id()), records.read_summary(run_dirs[0])
     assert s2["status"] == "finished" and s2["steps"] == 4
     assert records.read_json(run_dirs[0] / "meta.json")["world_size"] == 2
@@ -287,9 +294,9 @@ def test_two_process_val_loss_is_the_one_process_number(dist, arm):
     """The val loss a 2-process run records (ranks split the val batches unevenly, then sum) is what 1 process
     computes on the same windows, for the 2-process run's weights and for the 1-process run's (equal within TOL)."""
     one, two = dist["one"][arm], dist["two"][arm]
-    recorded = records.read_summary(Path(two.runs_dir) / two.run_id())["final_val_loss"]
-    mine = _val_one_process(two, _weights(dist, two))
-    theirs = _val_one_process(two, _weights(dist, one))  # the 1-process run's weights on the same windows
+    recorded = records.read_summary(Path(two.runs_dir) / two.run_id(2))["final_val_loss"]
+    mine = _val_one_process(two, _weights(dist, two, 2))
+    theirs = _val_one_process(two, _weights(dist, one, 1))  # the 1-process run's weights on the same windows
     print(f"\n{arm}: 2-process val {recorded:.6f}, 1-process eval of its weights {mine:.6f}, "
           f"of the 1-process run's weights {theirs:.6f}")
     assert mine == pytest.approx(recorded, abs=1e-6)
@@ -310,20 +317,30 @@ def test_checkpoint_from_two_processes_has_the_whole_state(dist):
     assert all(st["momentum_buffer"].abs().sum() > 0 for st in muon["state"].values())
 
 
-def test_resume_two_processes_to_one(dist):
-    """Killed at step 2 by 2 processes, finished by 1: the numbers of an uninterrupted 1-process run."""
-    diff = _max_diff(_weights(dist, dist["one_resumed"]), _weights(dist, dist["one"][CKPT_ARM]))
-    print(f"\nresume 2 -> 1: max diff vs uninterrupted 1-process run {diff:.2e}")
-    assert diff < TOL
+def _refused_as_it_was(run_dir: Path, message: str, written_by: int, resumed_by: int) -> None:
+    """One line naming the checkpoint and both world sizes; the checkpoint, log and meta.json left as they were."""
+    assert message == (f"{run_dir}/ckpt.pt: written by {written_by} process(es), this run has {resumed_by}: not "
+                       "resumed at another world size (the global batch would change under one run id); remove it to "
+                       "train this run from step 0")
+    assert records.load_checkpoint(run_dir / "ckpt.pt")["world"] == written_by
+    assert records.read_json(run_dir / "meta.json")["world_size"] == written_by
+    assert not (run_dir / "summary.json").exists()  # nothing failed: the run waits for the right world size
+    assert [r["step"] for r in records.read_metrics(run_dir)] == [0, 1, 2]
 
 
-def test_resume_one_process_to_two(dist):
-    """Killed at step 2 by 1 process, finished by 2: the numbers of an uninterrupted run (either world size)."""
-    w = _weights(dist, dist["two_resumed"])
-    assert _max_diff(w, _weights(dist, dist["two_resumed"], rank=1)) == 0.0
-    diff = _max_diff(w, _weights(dist, dist["two"][CKPT_ARM]))
-    print(f"\nresume 1 -> 2: max diff vs uninterrupted 2-process run {diff:.2e}")
-    assert diff < TOL and _max_diff(w, _weights(dist, dist["one"][CKPT_ARM])) < TOL
+def test_checkpoint_of_two_processes_is_refused_by_one(dist):
+    """Killed at step 2 by 2 processes, its directory copied to the 1-process run of the same global batch: refused
+    in one line, not resumed (it would mix world sizes in one record)."""
+    c = dist["one_resumed"]
+    _refused_as_it_was(Path(c.runs_dir) / c.run_id(1), dist["refused_by_one"], written_by=2, resumed_by=1)
+
+
+def test_checkpoint_of_one_process_is_refused_by_two(dist):
+    """Killed at step 2 by 1 process, copied to the 2-process run: both ranks refuse it with the same line."""
+    c = dist["two_resumed"]
+    said = [(dist["out"] / f"refused.rank{r}.txt").read_text() for r in (0, 1)]
+    assert said[0] == said[1]
+    _refused_as_it_was(Path(c.runs_dir) / c.run_id(2), said[0], written_by=1, resumed_by=2)
 
 
 def test_distributed_muon_uneven_buckets_and_state(dist):
@@ -396,11 +413,15 @@ def test_bytes_at_h100_shapes():
 
 
 def test_torchrun_cli(tmp_path):
-    """`torchrun --standalone --nproc_per_node=2 -m lab run --preset smoke` on CPU: one finished run record."""
+    """`torchrun --standalone --nproc_per_node=2 -m lab run --preset smoke` on CPU: one finished run record, of its
+    own id. A 1-process record of the same config in the same runs_dir is not reused (issue 18 finding 1b: it said
+    "finished after 12 steps" and trained nothing, although 2 processes train at twice the global batch)."""
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.skip(f"no torchrun next to {sys.executable}")
     runs = tmp_path / "runs"
+    one = get_config("smoke", runs_dir=str(runs), data_dir=str(DATA))
+    assert T.train(one, progress=False)["status"] == "finished"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     env |= {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "lab", "run", "--preset", "smoke",
@@ -410,10 +431,10 @@ def test_torchrun_cli(tmp_path):
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"torchrun did not finish in 120 s: {e.stdout}\n{e.stderr}")
     assert p.returncode == 0, p.stdout + p.stderr
-    run_dirs = list(runs.iterdir())
-    assert len(run_dirs) == 1, run_dirs
-    s = records.read_summary(run_dirs[0])
+    assert sorted(d.name for d in runs.iterdir()) == sorted([one.run_id(1), one.run_id(2)])
+    d = runs / one.run_id(2)
+    s = records.read_summary(d)
     assert s["status"] == "finished" and s["steps"] == 12 and s["final_val_loss"] < 5.6
-    assert records.read_json(run_dirs[0] / "meta.json")["world_size"] == 2
-    assert not (run_dirs[0] / "ckpt.pt").exists()
-    assert "finished after 12 steps" in p.stdout
+    assert records.read_json(d / "meta.json")["world_size"] == 2
+    assert not (d / "ckpt.pt").exists()
+    assert p.stdout.strip().splitlines()[-1].startswith(f"run {one.run_id(2)}: finished after 12 steps, val loss")

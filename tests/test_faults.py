@@ -332,14 +332,17 @@ def test_kill_at_many_moments_then_rerun_gives_the_uninterrupted_records(zygote,
         else:
             assert not (d / "summary.json").exists(), how
         prev = how
+    # the last kill left summary.json in place: the run is finished, and the rerun says so without training
+    val = f"val loss {ref_long['summary']['final_val_loss']:.4f}"
+    assert ref_long["line"] == f"run {d.name}: finished after 200 steps, {val}"
+    already = f"run {d.name}: already finished after 200 steps, {val} ({d}, not retrained)"
     last = zygote.run(args)
     assert last.rc == 0 and last.said() == [], last.stderr[-3000:]
-    assert last.last_line() == ref_long["line"] == f"run {d.name}: finished after 200 steps, " \
-                                                   f"val loss {ref_long['summary']['final_val_loss']:.4f}"
+    assert last.last_line() == already
     assert_finished_like(d, ref_long)
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in d.iterdir()}
     again = zygote.run(args)  # a finished run is never retrained, nor its records touched
-    assert again.rc == 0 and again.last_line() == ref_long["line"] and again.said() == []
+    assert again.rc == 0 and again.last_line() == already and again.said() == []
     assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in d.iterdir()} == before
 
 
@@ -478,8 +481,8 @@ def test_failed_first_checkpoint_write_then_rerun(zygote, tmp_path, ref_smoke):
     assert p.rc == 1, p.stderr[-3000:]
     said = p.said()
     assert len(said) == 1 and said[0].startswith(f"error: run {d.name} failed (OSError: writing {d}/ckpt.pt failed (")
-    assert said[0].endswith("; a full disk?)); recorded as failed in its summary.json, a rerun resumes from its last "
-                            "checkpoint"), said
+    assert said[0].endswith("; a full disk?)); recorded as failed in its summary.json, a rerun starts from step 0 "
+                            "(no checkpoint)"), said
     s = json.loads((d / "summary.json").read_text())
     assert s["status"] == "failed" and s["steps"] == 6 and s["error"]
     assert not (d / "ckpt.pt").exists() and temps(d) == []
@@ -502,7 +505,8 @@ def test_diverged_run_counts_the_step_that_diverged(zygote, tmp_path):
     assert {x.name for x in d.iterdir()} == RECORDS
     mtime = (d / "summary.json").stat().st_mtime_ns
     again = zygote.run(argv(runs, **DIVERGE))  # a diverged run is final: never retrained
-    assert again.rc == 2 and again.last_line() == p.last_line() and (d / "summary.json").stat().st_mtime_ns == mtime
+    assert again.rc == 2 and (d / "summary.json").stat().st_mtime_ns == mtime
+    assert again.last_line() == f"run {d.name}: already diverged after {s['steps']} steps ({d}, not retrained)"
 
 
 # ---------------------------------------------------------------------------------------------------------------
