@@ -1,4 +1,4 @@
-"""`python -m lab run | data | campaign | report | bench`: parse, validate, call one function."""
+"""`python -m lab run | data | campaign | report | wandb-sync | bench`: parse, validate, call one function."""
 from __future__ import annotations
 
 import argparse
