@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -198,7 +199,9 @@ def get_config(preset: str = "cpu", **overrides) -> Config:
     types = {f.name: _TYPES[f.type] if isinstance(f.type, str) else f.type for f in fields(Config)}
     unknown = sorted(set(overrides) - set(types))
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(types)}")
+        near = {k: difflib.get_close_matches(k, types, n=1) for k in unknown}
+        hint = "".join(f" (did you mean {m[0]!r} for {k!r}?)" for k, m in near.items() if m)
+        raise ValueError(f"unknown config key(s) {unknown}{hint}; valid keys: {', '.join(types)}")
     values = {**PRESETS[preset], **overrides}
     cfg = Config(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
     validate(cfg)

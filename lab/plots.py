@@ -1,7 +1,9 @@
 """Figures for the reports (matplotlib, Agg): one line style per optimizer (solid Muon, dashed AdamW), a sequential
 colormap along a swept value, seed bands (min-max over seeds), a y-range over the last two-thirds of training, and
-a panel of Δ against the baseline. PNGs are byte-deterministic (no Software metadata)."""
+a panel of Δ against the baseline. PNGs are byte-deterministic (no Software metadata) and written atomically."""
 from __future__ import annotations
+
+import io
 
 import matplotlib
 
@@ -141,9 +143,9 @@ def sweep_figure(points: pd.DataFrame, x: str, xlabel: str, log: bool, title: st
     save(fig, path)
 
 
-def horizon_figure(table: pd.DataFrame, path, title: str) -> None:
-    """Final val loss vs tokens (log x) for both optimizers with seed bands, and Δ (Muon - AdamW) ± 95% CI per
-    budget. `table`: one row per (optimizer, budget) with tokens, mean, min, max, and per budget delta/lo/hi."""
+def budget_figure(table: pd.DataFrame, path, title: str, delta_label: str, delta_title: str) -> None:
+    """Final val loss vs tokens (log x) per optimizer with seed bands, and a Δ ± 95% CI per budget. `table`: one
+    row per (optimizer, budget) with tokens, mean, min, max, and per budget delta/lo/hi."""
     fig, (ax, ad) = plt.subplots(1, 2, figsize=(12.4, 4.4))
     for opt, g in table.groupby("optimizer", sort=False):
         g = g.sort_values("tokens")
@@ -158,15 +160,21 @@ def horizon_figure(table: pd.DataFrame, path, title: str) -> None:
     yerr = np.array([d.delta - d.lo, d.hi - d.delta])
     ad.errorbar(d.tokens, d.delta, yerr=np.nan_to_num(yerr), marker="o", capsize=3, color="black")
     ad.axhline(0, color="grey", linewidth=0.8)
-    ad.set(xscale="log", xlabel="training tokens", ylabel="Δ = Muon - AdamW (95% CI)",
-           title="Δ per budget (< 0: Muon better)")
+    ad.set(xscale="log", xlabel="training tokens", ylabel=delta_label, title=delta_title)
     fig.suptitle(title)
     save(fig, path)
 
 
 def save(fig, path) -> None:
-    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
+    """Write the PNG atomically (temp file + rename, like every record): a full disk never leaves a truncated
+    figure behind a report that points at it."""
+    from lab.records import atomic_write
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    finally:
+        plt.close(fig)
+    atomic_write(path, buf.getvalue())
 
 
 def fmt_tokens(n: float) -> str:

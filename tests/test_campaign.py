@@ -9,9 +9,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from lab import arms, campaigns, params, records
 from lab import campaign as C
-from lab import records
+from lab import executor as E
 from lab import results as res
+from lab.campaigns.lr_sweep import tuned
+from lab.grid import Grid
 
 sys.path.insert(0, str(C.NOTEBOOKS))
 import make_notebooks  # noqa: E402
@@ -31,7 +34,7 @@ GRIDS = {  # the smallest grids that still exercise every stage
     "lazy_projection": {**S, "seeds": [0, 1], "confirm_seeds": [100, 101], "frequencies": [1, 3],
                         "devices": ["cpu", "cpu"], **TUNED},
 }
-REPORT = {n: s["file"].removesuffix(".md") for n, s in __import__("lab.report").report.SPECS.items()}
+REPORT = {n: campaigns.get(n).REPORT.removesuffix(".md") for n in GRIDS}
 
 
 def use_dirs(mp, root: Path) -> Path:
@@ -99,7 +102,7 @@ def test_stages_use_disjoint_seeds_and_the_confirmation_reuses_nothing_from_sele
 def test_rerun_reuses_every_finished_run_and_renders_the_same_report(executed, monkeypatch):
     use_dirs(monkeypatch, executed)
     before, calls = run_ids(executed), []
-    monkeypatch.setattr(C, "_train", lambda cfg, progress=False: calls.append(cfg) or pytest.fail("retrained"))
+    monkeypatch.setattr(E, "_train", lambda cfg, progress=False: calls.append(cfg) or pytest.fail("retrained"))
     old = report_path(executed, "lr_sweep").read_text()
     C.run_headless("lr_sweep", "smoke", **GRIDS["lr_sweep"])  # no papermill: the same grid function
     C.run_headless("lazy_projection", "smoke", **GRIDS["lazy_projection"])  # its grid ran on two spawned workers
@@ -114,7 +117,10 @@ def test_rerun_reuses_every_finished_run_and_renders_the_same_report(executed, m
     ({"muon_lrs": "[-1]"}, r"muon_lrs=\[-1.0\] is refused: config: lr=-1.0 must be > 0"),
     ({"adamw_lrs": [float("inf")]}, r"must be a finite number"),
     ({"steps": "-5"}, r"steps=-5 is refused"),
-    ({"wandb": "bogus"}, r"wandb='bogus' is not a wandb mode; valid: disabled, offline, online"),
+    ({"wandb": "bogus"}, r"wandb='bogus' is not one of disabled, offline, online"),
+    ({"muon_lr": "0.1"}, r"unknown parameter\(s\) \['muon_lr'\] \(did you mean 'muon_lrs'\?\)"),
+    ({"executor": "slurm"}, r"executor='slurm' is not one of local, submitit"),
+    ({"tag": "a b"}, r"tag='a b' is not a usable name"),
     ({"devices": "[]"}, r"devices=\[\] is empty"),
     ({"devices": '["cpu", "cuda:0"]'}, r"mixes device kinds"),
     ({"devices": '["gpu"]'}, r"has device 'gpu'"),
@@ -142,42 +148,55 @@ def test_more_refusals(tmp_path, monkeypatch, capsys):
     with pytest.raises(ValueError, match="unknown campaign 'nope'"):
         C.run_campaign("nope", "smoke")
     from lab.cli import main
-    assert main(["campaign", "lr_sweep", "--preset", "smoke", "-p", "lr", "-1"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "unknown parameter(s) ['lr']" in err  # lr_sweep has muon_lrs, not lr
-    assert main(["campaign", "geodesic", "--preset", "smoke", "-p", "lr", "-1"]) == 2
-    assert "lr=-1.0 is refused" in capsys.readouterr().err
+    for argv, needle in ((["lr_sweep", "-p", "lr", "-1"], "unknown parameter(s) ['lr']"),  # lr_sweep has muon_lrs
+                         (["geodesic", "-p", "lr", "-1"], "lr=-1.0 is refused")):
+        with pytest.raises(SystemExit) as e:  # refused while parsing: before main imports torch
+            main(["campaign", *argv, "--preset", "smoke"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and needle in err, err
     assert not (tmp_path / "runs").exists()
 
 
 def test_notebooks_are_generated_clean_and_declare_their_parameters():
+    """Each notebook's parameters cell is written from its module's PARAMS: what papermill reads from it (names,
+    types, defaults) is exactly the declaration, and so are the CLI checks and help."""
+    import ast
+
     import papermill as pm
-    for name, spec in make_notebooks.NOTEBOOKS.items():
-        path = C.notebook_path(name)
+    assert set(campaigns.names()) == {p.stem for p in C.NOTEBOOKS.glob("*.ipynb")}  # one notebook per module
+    for name in campaigns.names():
+        path, module = C.notebook_path(name), campaigns.get(name)
         nb = nbformat.read(path, as_version=4)
-        assert nb == make_notebooks.build(name, spec), f"{path} is stale: run notebooks/make_notebooks.py"
+        assert nb == make_notebooks.build(name), f"{path} is stale: run notebooks/make_notebooks.py"
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
-        specs = C.notebook_specs(name)
-        assert {k: v["inferred_type_name"] for k, v in pm.inspect_notebook(str(path)).items()} == \
-            {k: t for k, (t, _) in specs.items()}, name
-        assert {"preset", "seeds", "devices", "wandb"} <= set(specs) and specs["preset"] == ("str", "cpu")
+        spec = params.spec(module)
+        inspected = pm.inspect_notebook(str(path))
+        assert {k: v["inferred_type_name"] for k, v in inspected.items()} == \
+            {k: params.type_name(p.type) for k, p in spec.items()}, name
+        assert {k: ast.literal_eval(v["default"]) for k, v in inspected.items()} == params.defaults(module), name
+        assert {"preset", "devices", "wandb", "executor", "tag"} <= set(spec) and spec["preset"].default == "cpu"
         assert "campaign.check_params" in "".join(c.source for c in nb.cells)  # the notebook checks its own params
-        if name != "verify":
-            assert set(specs["seeds"][1]).isdisjoint(specs["confirm_seeds"][1])
-    p = C.notebook_parameters("lr_sweep")
+        assert C.check_params(name, {"preset": "smoke"}) == {**params.defaults(module), "preset": "smoke"}
+        assert all(f"  {k}: " in C.help_text(name) for k in spec if k != "preset")
+        if "confirm_seeds" in spec:
+            assert set(spec["seeds"].default).isdisjoint(spec["confirm_seeds"].default)
+    readme = (ROOT / "README.md").read_text()
+    assert make_notebooks.readme(readme) == readme, "README's campaign table is stale: run notebooks/make_notebooks.py"
+    p = params.defaults(campaigns.get("lr_sweep"))
     assert 5e-4 in p["adamw_lrs"] and p["muon_lrs"] == [0.001, 0.003, 0.01, 0.023, 0.05, 0.1]
-    assert C.notebook_parameters("horizon")["budgets"] == [100, 200, 400, 800]
+    assert params.defaults(campaigns.get("horizon"))["budgets"] == [100, 200, 400, 800]
 
 
 def test_plain_papermill_with_string_parameters(tmp_path):
-    """`papermill ... -p muon_lrs '[0.02]'` passes strings: the notebook coerces and checks them itself."""
+    """`papermill ... -p muon_lrs '[0.02]'` passes strings: the notebook coerces and checks them itself, from a kernel
+    in notebooks/ as well as from the repo root."""
     out = tmp_path / "out.ipynb"
     env = {**os.environ, "LAB_RUNS_DIR": str(tmp_path / "runs"), "LAB_REPORTS_DIR": str(tmp_path / "reports"),
-           "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+           "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
     cmd = [PY, "-m", "papermill", str(C.notebook_path("lr_sweep")), str(out), "-p", "preset", "smoke",
            "-p", "muon_lrs", "[0.02]", "-p", "adamw_lrs", "[0.008]", "-p", "aux_lrs", "[0.004]", "-p", "seeds", "[0]",
            "-p", "confirm_seeds", "[100]", "-p", "steps", "6", "-k", "python3", "--no-progress-bar", "--cwd",
-           str(ROOT)]
+           str(ROOT / "notebooks")]  # a kernel started where Jupyter starts it
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert list((tmp_path / "reports" / "smoke").glob("MUON_LR_SWEEP_REPORT-*.md"))
@@ -192,6 +211,10 @@ def test_cli_campaign_leaves_the_lab_notebook_alone_and_prints_no_false_error(tm
                        env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "ERROR" not in p.stderr and "KeyboardInterrupt" not in p.stderr, p.stderr[-2000:]
+    assert "without encryption" not in p.stderr and "| name " not in p.stdout  # routing table: --verbose only
+    tag = C.variant_tag("verify", C.check_params("verify", {"preset": "smoke", "steps": "6"}))
+    assert p.stdout.strip().splitlines()[-1] == \
+        f"[lab] campaign verify: report {tmp_path}/reports/smoke/VERIFY_REPORT-{tag}.md"
     assert [x.relative_to(tmp_path / "reports").parts[0] for x in (tmp_path / "reports").rglob("*.md")] == ["smoke"]
     meta = records.read_json(next((tmp_path / "runs" / "smoke").glob("*/meta.json")))
     assert meta["command"] == "python -m lab campaign verify --preset smoke -p steps 6"  # not the kernel launcher
@@ -201,18 +224,12 @@ ARMS = {"a": {"optimizer": "adamw", "adamw_lr": 0.004}, "b": {"optimizer": "adam
 
 
 def grid(name="g", **kw):
-    return C.Grid(name, {"preset": "smoke", "seeds": [0, 1], "devices": ["auto"], "wandb": "disabled", **kw})
+    return Grid(name, {"preset": "smoke", "devices": ["auto"], "wandb": "disabled", **kw}, params={"seeds": [0, 1]})
 
 
-@pytest.fixture
-def no_notebook(monkeypatch):
-    """Grids named outside CAMPAIGNS have no notebook: give them empty defaults."""
-    monkeypatch.setattr(C, "notebook_parameters", lambda name: {})
-
-
-def test_interrupted_campaign_resumes(tmp_path, monkeypatch, no_notebook):
+def test_interrupted_campaign_resumes(tmp_path, monkeypatch):
     use_dirs(monkeypatch, tmp_path)
-    real, calls = C._train, []
+    real, calls = E._train, []
 
     def killed_during_second_run(cfg, progress=False):
         calls.append(cfg.run_id())
@@ -221,7 +238,7 @@ def test_interrupted_campaign_resumes(tmp_path, monkeypatch, no_notebook):
             return train(cfg, progress=False, _stop_at=7)
         return real(cfg, progress)
 
-    monkeypatch.setattr(C, "_train", killed_during_second_run)
+    monkeypatch.setattr(E, "_train", killed_during_second_run)
     g = grid()
     with pytest.raises(KeyboardInterrupt):
         g.run("s", ARMS, [0, 1])
@@ -232,7 +249,7 @@ def test_interrupted_campaign_resumes(tmp_path, monkeypatch, no_notebook):
     partial = tmp_path / "runs" / "smoke" / ids[1]
     assert (partial / "ckpt.pt").exists() and not (partial / "summary.json").exists()
     calls.clear()
-    monkeypatch.setattr(C, "_train", lambda cfg, progress=False: calls.append(cfg.run_id()) or real(cfg, progress))
+    monkeypatch.setattr(E, "_train", lambda cfg, progress=False: calls.append(cfg.run_id()) or real(cfg, progress))
     df = grid().run("s", ARMS, [0, 1])
     assert calls == ids[1:] and set(df.status) == {"finished"}
     assert (tmp_path / "runs" / "smoke" / ids[0] / "summary.json").stat().st_mtime_ns == first
@@ -240,7 +257,7 @@ def test_interrupted_campaign_resumes(tmp_path, monkeypatch, no_notebook):
     assert steps == list(range(12))  # resumed at step 6, not restarted, no duplicate rows
 
 
-def test_failed_run_is_recorded_and_campaign_goes_on(tmp_path, monkeypatch, no_notebook):
+def test_failed_run_is_recorded_and_campaign_goes_on(tmp_path, monkeypatch):
     use_dirs(monkeypatch, tmp_path)
 
     def fake(cfg, progress=False):
@@ -250,12 +267,12 @@ def test_failed_run_is_recorded_and_campaign_goes_on(tmp_path, monkeypatch, no_n
         records.write_json(Path(cfg.runs_dir) / cfg.run_id() / "summary.json", s)
         return s
 
-    monkeypatch.setattr(C, "_train", fake)
+    monkeypatch.setattr(E, "_train", fake)
     df = grid().run("s", ARMS, [0])
     assert list(df.status) == ["failed", "finished"] and "out of memory (simulated)" in df.error.iloc[0]
 
 
-def test_a_run_held_by_another_process_is_skipped_and_the_stage_waits(tmp_path, monkeypatch, no_notebook, capsys):
+def test_a_run_held_by_another_process_is_skipped_and_the_stage_waits(tmp_path, monkeypatch, capsys):
     """Two campaigns sharing runs/: a run another process is training is skipped with one line, the stage refuses
     to choose from incomplete results, and the next rerun picks the run up."""
     use_dirs(monkeypatch, tmp_path)
@@ -276,10 +293,10 @@ def test_grid_edge_and_the_value_beyond_it():
     g = [0.01, 0.02, 0.04]
     assert [res.grid_edge(g, x) for x in (0.01, 0.02, 0.04, 0.03, None)] == ["lowest", None, "highest", None, None]
     assert res.grid_edge([0.01, 0.02], 0.02) is None  # two values have no inside to be sure of
-    assert [C.beyond_edge(g, x) for x in (0.01, 0.02, 0.04)] == [0.005, None, 0.08]
+    assert [arms.beyond_edge(g, x) for x in (0.01, 0.02, 0.04)] == [0.005, None, 0.08]
 
 
-def test_a_winning_grid_edge_is_extended(tmp_path, monkeypatch, no_notebook):
+def test_a_winning_grid_edge_is_extended(tmp_path, monkeypatch):
     """run_grids adds the next value (x/2 or 2x) past an edge that wins, at most EXTEND_EDGES times per group, and
     never past an inside winner; a rerun replays the same grids from the records and trains nothing."""
     use_dirs(monkeypatch, tmp_path)
@@ -293,12 +310,12 @@ def test_a_winning_grid_edge_is_extended(tmp_path, monkeypatch, no_notebook):
         records.write_json(Path(cfg.runs_dir) / cfg.run_id() / "summary.json", s)
         return s
 
-    monkeypatch.setattr(C, "_train", fake)
-    args = ({k: C.around(0.02) for k in optimum}, lambda k, x: {"optimizer": "adamw", "adamw_lr": x, "steps": k},
+    monkeypatch.setattr(E, "_train", fake)
+    args = ({k: arms.around(0.02) for k in optimum}, lambda k, x: {"optimizer": "adamw", "adamw_lr": x, "steps": k},
             lambda k, x: f"steps={k} lr={x:g}", [0])
     df, grids = grid().run_grids("s", *args)
     values = {k: list(v.values()) for k, v in grids.items()}
-    assert C.EXTEND_EDGES == 2
+    assert arms.EXTEND_EDGES == 2
     assert values[4] == [0.01, 0.02, 0.04]                          # inside: nothing added
     assert values[5] == [0.01, 0.02, 0.04, 0.08, 0.16]              # 0.04 won, then 0.08: now inside
     assert values[6] == [0.0025, 0.005, 0.01, 0.02, 0.04]           # still the lowest edge after two extensions
@@ -315,20 +332,20 @@ def test_later_campaigns_read_lr_sweeps_default_manifest_only(tmp_path, monkeypa
     choice = lambda k, v: {"key": k, "value": v, "stage": "select", "seeds": [0, 1, 2], "grid": [v], "why": "w"}
     records.write_json(res.manifest_path("lr_sweep", "smoke", "abc123"), {  # a narrowed rerun: a variant
         "campaign": "lr_sweep", "preset": "smoke", "runs": [], "choices": [choice("muon_lr", 9.0)]})
-    g = C.Grid("geodesic", {**C.notebook_parameters("geodesic"), "preset": "smoke"})
-    assert C.tuned(g)["muon_lr"] == 0.02  # the preset default: a variant never defines the tuned setting
+    g = Grid("geodesic", {**params.defaults(campaigns.get("geodesic")), "preset": "smoke"})
+    assert tuned(g)["muon_lr"] == 0.02  # the preset default: a variant never defines the tuned setting
     records.write_json(res.manifest_path("lr_sweep", "smoke"), {
         "campaign": "lr_sweep", "preset": "smoke", "runs": [],
         "choices": [choice("muon_lr", 0.05), choice("aux_lr", 0.016), choice("adamw_lr", 0.004)]})
-    t = C.tuned(g)
+    t = tuned(g)
     assert t == {"muon_lr": 0.05, "aux_lr": 0.016, "adamw_lr": 0.004}
     why = {c["key"]: c["why"] for c in g.m["choices"]}
     assert why["muon_lr"].startswith("lr_sweep's choice at preset smoke") and "grid [0.05]" in why["muon_lr"]
-    assert C.tuned(g, lr=0.3)["muon_lr"] == 0.3
+    assert tuned(g, lr=0.3)["muon_lr"] == 0.3
 
 
 def test_variant_tags():
-    d = {**C.notebook_parameters("lr_sweep"), "preset": "cpu"}
+    d = {**params.defaults(campaigns.get("lr_sweep")), "preset": "cpu"}
     assert C.variant_tag("lr_sweep", d) == ""
     assert C.variant_tag("lr_sweep", {**d, "devices": ["cpu", "cpu"], "wandb": "offline"}) == ""  # same numbers
     assert len(C.variant_tag("lr_sweep", {**d, "muon_lrs": [0.02]})) == 6

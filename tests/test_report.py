@@ -5,11 +5,13 @@ import math
 import pytest
 from scipy import stats
 
-from lab import records
+from lab import campaigns, records
 from lab import report as R
 from lab import results as res
+from lab.campaigns import horizon as horizon_mod
 from lab.cli import main
 from lab.config import get_config
+from lab.index import render_index
 from lab.stats import holm
 
 PRESET = "cpu"  # fake records: nothing trains, so the lab notebook's own preset and paths can be exercised
@@ -84,7 +86,11 @@ def test_lr_sweep_report(dirs):
     fake_sweep()
     text = R.render_report("lr_sweep", PRESET)
     assert text == (dirs / "reports" / "MUON_LR_SWEEP_REPORT.md").read_text()  # cpu, default params: reports/
-    assert text.startswith("# Muon learning-rate sweep on nGPT\n\n**Question.**")
+    assert text.startswith("# Muon learning-rate sweep on nGPT\n\n**Parameters that differ from the defaults:** "
+                           "`muon_lrs=[0.023, 0.05, 0.1]`, `adamw_lrs=[0.0005, 0.004, 0.008]`, `aux_lrs=[0.004, "
+                           "0.008]`.\n\n**Question.**")  # the fake records' grids are narrower than the defaults
+    assert ("- regenerate: `python -m lab campaign lr_sweep --preset cpu -p muon_lrs '[0.023, 0.05, 0.1]' -p "
+            "adamw_lrs '[0.0005, 0.004, 0.008]' -p aux_lrs '[0.004, 0.008]'` (reuses finished runs)") in text
     # the headline is judged on the confirmation seeds, paired by seed, with its CI (checked against scipy)
     d = [1.50 - 1.60, 1.52 - 1.63, 1.49 - 1.58]
     ci = stats.ttest_rel([1.50, 1.52, 1.49], [1.60, 1.63, 1.58]).confidence_interval(0.95)
@@ -155,7 +161,8 @@ def test_horizon_report_crossing_and_steps_to_target(dirs):
     # Δ > 0 at 100 steps, < 0 from 200 on: the curves cross between 0.2M and 0.4M tokens
     assert "The curves cross between 0.2M and 0.4M tokens" in text
     # Muon's curve at 400 steps: 5.5 at step 0, (5.5+1.51)/2 at 200, 1.51 at 400; AdamW's final: 1.655
-    t = R._to_target(res.val_curves(res.results("horizon", PRESET), PRESET), "muon steps=400", "adamw steps=400", 400)
+    t = horizon_mod.to_target(res.val_curves(res.results("horizon", PRESET), PRESET), "muon steps=400",
+                              "adamw steps=400", 400)
     mid = (5.5 + 1.51) / 2
     expect = 200 + (mid - 1.655) / (mid - 1.51) * 200
     assert t["steps"] == pytest.approx(expect) and t["frac"] == pytest.approx(expect / 400)
@@ -185,7 +192,7 @@ def test_a_run_without_a_final_record_adds_no_commit(dirs):
     records.write_json(partial / "meta.json", {**meta, "git_commit": "fff000fff000aaaa"})
     text = R.render_report("horizon", PRESET)
     assert "git commit(s) of the runs: abc123def456;" in text and "fff000fff000" not in text
-    assert "fff000fff0" not in R.render_index(PRESET)
+    assert "fff000fff0" not in render_index(PRESET)[0].read_text()
 
 
 def test_lazy_interaction_is_a_paired_difference_of_differences(dirs):
@@ -216,13 +223,15 @@ def test_lazy_answer_while_its_selection_is_unfinished_names_no_interval(dirs):
 
 def test_index_has_a_verdict_for_every_hypothesis(dirs):
     fake_sweep()
-    text = R.render_report("all", PRESET)
+    written, failed = R.render_all(PRESET)
+    assert written == [dirs / "reports" / "MUON_LR_SWEEP_REPORT.md", dirs / "reports" / "INDEX.md"] and not failed
     index = (dirs / "reports" / "INDEX.md").read_text()
-    assert index in text and "| lr_sweep " in index and "[MUON_LR_SWEEP_REPORT.md](MUON_LR_SWEEP_REPORT.md)" in index
+    assert "| lr_sweep " in index and "[MUON_LR_SWEEP_REPORT.md](MUON_LR_SWEEP_REPORT.md)" in index
+    assert "| compare " not in index  # ad hoc: never in the lab notebook's index
     assert "0.8M tokens/run" in index and "not run yet" in index  # the other campaigns
     hyp = index.split("## Hypotheses of the research plan")[1].split("\n## ")[0]
     rows = [line for line in hyp.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(rows) == len(R.HYPOTHESES)
+    assert len(rows) == sum(len(campaigns.get(n).HYPOTHESES) for n in campaigns.names(lab_notebook=True))
     assert rows[0].split("|")[2].strip() == "supported"
     assert all(r.split("|")[2].strip() for r in rows)  # a verdict for each, "not tested yet" included
     assert "## Chain of settings" in index and "| lr_sweep   | muon_lr" in index
@@ -230,7 +239,7 @@ def test_index_has_a_verdict_for_every_hypothesis(dirs):
 
 def test_report_names_corrupt_files_and_missing_records(dirs, capsys):
     with pytest.raises(FileNotFoundError, match="no campaign records at preset cpu"):
-        R.render_report("all", PRESET)
+        R.render_all(PRESET)
     assert main(["report", "all"]) == 2 and "no campaign records" in capsys.readouterr().err
     fake_sweep()
     bad = next((res.runs_dir(PRESET)).glob("*/summary.json"))
@@ -288,3 +297,93 @@ def test_a_far_off_arm_is_left_off_the_delta_panels_scale():
     assert offscale({"plan adam": 1.25, "muon 0.023": -0.09, "muon 0.05": -0.06, "adamw 0.004": 0.02}) == ["plan adam"]
     assert offscale({"a": 0.03, "b": -0.02, "c": 0.04}) == []  # all small: nothing is off-scale
     assert offscale({"a": 1.0, "b": 0.01}) == []  # two arms: no median to judge by
+
+
+@pytest.mark.parametrize("edit, why", [
+    ("drop final_val_loss", "finished, but final_val_loss is None, not a finite number"),  # a missing key
+    ({"final_val_loss": None}, "finished, but final_val_loss is None, not a finite number"),
+    ({"final_val_loss": float("nan")}, "finished, but final_val_loss is nan, not a finite number"),
+    ({"final_val_loss": "1.5"}, "finished, but final_val_loss is '1.5', not a finite number"),
+    ({"status": "complete"}, "status 'complete' is not one of finished, diverged, failed"),
+])
+def test_a_record_that_does_not_say_what_a_run_did_is_named_and_counted_bad(dirs, capsys, edit, why):
+    """Finding 9: such a run is never silently dropped from a mean while its table says "finished 3"."""
+    fake_sweep()
+    m = records.read_json(res.manifest_path("lr_sweep", PRESET))
+    row = next(r for r in m["runs"] if r["stage"] == "confirm" and r["seed"] == 100)  # the tuned Muon, seed 100
+    path = res.runs_dir(PRESET) / row["run_id"] / "summary.json"
+    s = records.read_json(path)
+    if edit == "drop final_val_loss":
+        s, edit = {k: v for k, v in s.items() if k != "final_val_loss"}, {}
+    path.write_text(json.dumps({**s, **edit}))
+    text = R.render_report("lr_sweep", PRESET)
+    assert f"{path}: {why}; counted as a bad run" in capsys.readouterr().err  # one line naming the file
+    conf = text.split("## Confirmation")[1].split("\n## ")[0]
+    assert "| muon lr=0.05 aux=0.008 |      3 |          2 |          0 |                1 |" in conf
+    assert f"seed 100 (`{row['run_id']}`): invalid: {path}: {why}" in text
+    head = next(r for r in comparisons(text) if r[0].startswith("tuned Muon"))
+    assert head[1] == "2 confirmation"  # the headline pairs the two seeds that did finish, and says so
+
+
+def test_a_manifest_that_lists_a_run_twice_or_lacks_a_key_is_named(dirs, capsys):
+    fake_sweep()
+    path = res.manifest_path("lr_sweep", PRESET)
+    m = records.read_json(path)
+    records.write_json(path, {**m, "runs": [*m["runs"], m["runs"][-1]]})
+    with pytest.raises(records.CorruptRecord, match=r"run rows 29 and 30 are both stage 'confirm', arm 'adamw "
+                                                    r"lr=0.008', seed 102 \(a duplicated row\)"):
+        R.render_report("lr_sweep", PRESET)
+    records.write_json(path, {**m, "runs": [{k: v for k, v in m["runs"][0].items() if k != "run_id"}]})
+    assert main(["report", "lr_sweep"]) == 2
+    assert capsys.readouterr().err == f"error: {path}: run row 0 has no run_id\n"
+
+
+def test_report_all_renders_what_it_can_and_lists_what_it_could_not(dirs, capsys):
+    fake_sweep()
+    horizon()
+    path = res.manifest_path("horizon", PRESET)
+    m = records.read_json(path)
+    records.write_json(path, {**m, "runs": [*m["runs"], m["runs"][0]]})
+    assert main(["report", "all"]) == 2
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["wrote reports/MUON_LR_SWEEP_REPORT.md", "wrote reports/INDEX.md"] or \
+        out.splitlines() == [f"wrote {dirs}/reports/MUON_LR_SWEEP_REPORT.md", f"wrote {dirs}/reports/INDEX.md"]
+    assert err.startswith(f"error: could not render horizon: CorruptRecord: {path}: run rows 0 and ") and \
+        err.count("\n") == 1
+    index = (dirs / "reports" / "INDEX.md").read_text()
+    assert "| horizon " in index and "could not be rendered: horizon: CorruptRecord" in index
+    assert "| lr_sweep " in index and "0.8M tokens/run" in index
+
+
+def test_report_list_and_an_unknown_variant_lists_them(dirs, capsys):
+    fake_sweep()
+    fake_campaign("lr_sweep", {"confirm": {"muon": (M(0.05), CONF(1.4, 1.41)), "adamw": (A(0.008), CONF(1.6, 1.6))}},
+                  {**SWEEP_PARAMS, "muon_lrs": [0.05]}, preset="smoke", tag="abc123")
+    assert main(["report", "--list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["cpu", "lr_sweep", "(default)"]
+    assert out[1].split()[:3] == ["smoke", "lr_sweep", "abc123"] and "'muon_lrs': [0.05]" in out[1]
+    assert main(["report", "lr_sweep", "--preset", "smoke", "--variant", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "no records of campaign lr_sweep at preset smoke, variant 'nope': existing variants: abc123" in err
+    assert main(["report", "lr_sweep", "--preset", "smoke", "--variant", "abc123"]) == 0
+    text = (dirs / "reports" / "smoke" / "MUON_LR_SWEEP_REPORT-abc123.md").read_text()
+    assert text.split("\n")[2] == ("**Variant `abc123`. Parameters that differ from the defaults:** `muon_lrs=[0.05]`, "
+                                   "`adamw_lrs=[0.0005, 0.004, 0.008]`, `aux_lrs=[0.004, 0.008]`.")
+    assert "- regenerate: `python -m lab campaign lr_sweep --preset smoke -p muon_lrs '[0.05]' -p adamw_lrs" in text
+
+
+def test_figures_are_written_atomically(dirs, monkeypatch):
+    """Finding 10: a figure write that fails (a full disk) leaves the previous PNG whole, and no temp file."""
+    fake_sweep()
+    R.render_report("lr_sweep", PRESET)
+    png = dirs / "reports" / "figs" / "lr_sweep_sweep.png"
+    before = png.read_bytes()
+    fake_sweep(conf_muon=(1.40, 1.41, 1.42))  # other numbers: other figures
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(records.os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        R.render_report("lr_sweep", PRESET)
+    assert png.read_bytes() == before and not [p for p in png.parent.iterdir() if p.name.startswith(".")]
