@@ -24,13 +24,13 @@ import json
 import math
 import os
 import sys
-import traceback
 from pathlib import Path
 
 import pandas as pd
 
 from lab import records, report
 from lab.config import GEODESIC, WANDB_MODES, get_config
+from lab.executor import execute
 from lab.results import ROOT, best_arm, choice, grid_edge, manifest_path, read_manifest, results, runs_dir
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -240,11 +240,6 @@ def run_headless(name: str, preset: str = "cpu", **params) -> pd.DataFrame:
 # -----------------------------------------------------------------------------------------------------------------
 # running a grid: stages of arms x seeds, recorded in the manifest as they are run
 
-def _train(config, progress: bool = False) -> dict:
-    from lab.train import train  # imported when needed (tests patch this function)
-    return train(config, progress=progress)
-
-
 def _device_override(device: str) -> dict:
     """Config fields that pin `device`. Identity keeps only the device type, and only where it differs from what
     device=auto picks here, so the same grid on ["cuda:0"] or ["cuda:0", "cuda:1"] (or ["cpu"] on a CPU box) reuses
@@ -256,75 +251,8 @@ def _device_override(device: str) -> dict:
     return {} if kind == ("cuda" if torch.cuda.is_available() else "cpu") else {"device": kind}
 
 
-def _record_failure(config, exc: BaseException) -> dict:
-    """Make sure a run that raised has a summary saying so (train writes one unless it failed before starting)."""
-    run_dir = Path(config.runs_dir) / config.run_id()
-    try:
-        s = records.read_summary(run_dir)
-    except records.CorruptRecord:
-        s = None
-    if s is None or s.get("status") != "failed":
-        s = {"run_id": config.run_id(), "status": "failed", "campaign": config.campaign, "steps": 0,
-             "final_val_loss": None, "best_val_loss": None, "error": f"{type(exc).__name__}: {exc}\n"
-             f"{''.join(traceback.format_exception(exc))}"}
-        records.write_json(run_dir / "summary.json", s)
-    return s
 
 
-def _run_config(cfg_dict: dict) -> dict:
-    """Train one config given as a dict; a failure is recorded and returned, never raised; a run another process
-    holds is skipped (status running, nothing written)."""
-    from lab.config import Config
-    config = Config(**{**cfg_dict, "adam_betas": tuple(cfg_dict["adam_betas"])})
-    try:
-        return _train(config, progress=False)
-    except records.RunLocked as e:
-        print(f"[lab] skipped: {e}; a rerun of the campaign picks it up", file=sys.stderr, flush=True)
-        return {"run_id": config.run_id(), "status": "running"}
-    except Exception as e:  # noqa: BLE001 - a failed run is a record, the campaign goes on
-        s = _record_failure(config, e)
-        print(f"[lab] run {config.run_id()} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        return s
-
-
-def _init_worker(device_queue, threads: int) -> None:
-    import torch
-    torch.set_num_threads(threads)
-    device = device_queue.get()
-    if device.startswith("cuda:"):
-        torch.cuda.set_device(int(device.split(":")[1]))
-
-
-def _execute(todo: list, devices: list[str], label: str) -> None:
-    from tqdm import tqdm
-    bar = tqdm(total=len(todo), desc=label, unit="run", file=sys.stderr)
-    if len(devices) == 1:
-        if devices[0].startswith("cuda:"):
-            import torch
-            torch.cuda.set_device(int(devices[0].split(":")[1]))
-        for cfg in todo:
-            s = _run_config(cfg.to_dict())
-            bar.set_postfix_str(f"{cfg.run_id()} {s['status']}")
-            bar.update()
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        ctx = mp.get_context("spawn")
-        queue = ctx.Queue()
-        for d in devices:
-            queue.put(d)
-        threads = max(1, (os.cpu_count() or 1) // len(devices))
-        with ProcessPoolExecutor(len(devices), mp_context=ctx, initializer=_init_worker,
-                                 initargs=(queue, threads)) as pool:
-            futures = {pool.submit(_run_config, cfg.to_dict()): cfg for cfg in todo}
-            try:
-                for fut in as_completed(futures):
-                    bar.set_postfix_str(f"{futures[fut].run_id()} {fut.result()['status']}")
-                    bar.update()
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-    bar.close()
 
 
 def _seconds_per_step(preset: str) -> float | None:
@@ -392,7 +320,7 @@ class Grid:
               f"{len(self.devices)} device(s))", flush=True)
         if todo:
             with contextlib.chdir(ROOT):  # relative paths in configs (runs_dir, data_dir) mean the repo root
-                _execute(todo, self.devices, f"{self.name}/{stage}")
+                execute(todo, self.devices, f"{self.name}/{stage}")
         df = results(self.name, self.preset, m=self.m)
         df = df[df.stage == stage]
         busy = df[df.status == "running"]

@@ -10,6 +10,7 @@ import nbformat
 import pytest
 
 from lab import campaign as C
+from lab import executor as E
 from lab import records
 from lab import results as res
 
@@ -99,7 +100,7 @@ def test_stages_use_disjoint_seeds_and_the_confirmation_reuses_nothing_from_sele
 def test_rerun_reuses_every_finished_run_and_renders_the_same_report(executed, monkeypatch):
     use_dirs(monkeypatch, executed)
     before, calls = run_ids(executed), []
-    monkeypatch.setattr(C, "_train", lambda cfg, progress=False: calls.append(cfg) or pytest.fail("retrained"))
+    monkeypatch.setattr(E, "_train", lambda cfg, progress=False: calls.append(cfg) or pytest.fail("retrained"))
     old = report_path(executed, "lr_sweep").read_text()
     C.run_headless("lr_sweep", "smoke", **GRIDS["lr_sweep"])  # no papermill: the same grid function
     C.run_headless("lazy_projection", "smoke", **GRIDS["lazy_projection"])  # its grid ran on two spawned workers
@@ -212,7 +213,7 @@ def no_notebook(monkeypatch):
 
 def test_interrupted_campaign_resumes(tmp_path, monkeypatch, no_notebook):
     use_dirs(monkeypatch, tmp_path)
-    real, calls = C._train, []
+    real, calls = E._train, []
 
     def killed_during_second_run(cfg, progress=False):
         calls.append(cfg.run_id())
@@ -221,7 +222,7 @@ def test_interrupted_campaign_resumes(tmp_path, monkeypatch, no_notebook):
             return train(cfg, progress=False, _stop_at=7)
         return real(cfg, progress)
 
-    monkeypatch.setattr(C, "_train", killed_during_second_run)
+    monkeypatch.setattr(E, "_train", killed_during_second_run)
     g = grid()
     with pytest.raises(KeyboardInterrupt):
         g.run("s", ARMS, [0, 1])
@@ -232,7 +233,7 @@ def test_interrupted_campaign_resumes(tmp_path, monkeypatch, no_notebook):
     partial = tmp_path / "runs" / "smoke" / ids[1]
     assert (partial / "ckpt.pt").exists() and not (partial / "summary.json").exists()
     calls.clear()
-    monkeypatch.setattr(C, "_train", lambda cfg, progress=False: calls.append(cfg.run_id()) or real(cfg, progress))
+    monkeypatch.setattr(E, "_train", lambda cfg, progress=False: calls.append(cfg.run_id()) or real(cfg, progress))
     df = grid().run("s", ARMS, [0, 1])
     assert calls == ids[1:] and set(df.status) == {"finished"}
     assert (tmp_path / "runs" / "smoke" / ids[0] / "summary.json").stat().st_mtime_ns == first
@@ -250,7 +251,7 @@ def test_failed_run_is_recorded_and_campaign_goes_on(tmp_path, monkeypatch, no_n
         records.write_json(Path(cfg.runs_dir) / cfg.run_id() / "summary.json", s)
         return s
 
-    monkeypatch.setattr(C, "_train", fake)
+    monkeypatch.setattr(E, "_train", fake)
     df = grid().run("s", ARMS, [0])
     assert list(df.status) == ["failed", "finished"] and "out of memory (simulated)" in df.error.iloc[0]
 
@@ -293,7 +294,7 @@ def test_a_winning_grid_edge_is_extended(tmp_path, monkeypatch, no_notebook):
         records.write_json(Path(cfg.runs_dir) / cfg.run_id() / "summary.json", s)
         return s
 
-    monkeypatch.setattr(C, "_train", fake)
+    monkeypatch.setattr(E, "_train", fake)
     args = ({k: C.around(0.02) for k in optimum}, lambda k, x: {"optimizer": "adamw", "adamw_lr": x, "steps": k},
             lambda k, x: f"steps={k} lr={x:g}", [0])
     df, grids = grid().run_grids("s", *args)
