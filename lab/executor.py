@@ -297,7 +297,9 @@ def _execute_workers(todo: list, devices: list[str], done) -> None:
                     except (EOFError, OSError):
                         s = _record_lost(cfg, cfg.run_id(), f"the worker process training it on {w.device} "
                                          f"{w.death()}")
-                        workers[workers.index(w)] = _Worker(ctx, w.device, threads)
+                        workers.remove(w)
+                        if pending:  # a fresh worker takes its device
+                            workers.append(_Worker(ctx, w.device, threads))
                     done(i, s)
             for w in workers:
                 w.conn.send(None)  # no more runs: each worker returns
