@@ -107,10 +107,10 @@ def _seconds_per_step(preset: str) -> float | None:
     return wall / steps if steps else None
 
 
-def _final(config) -> bool:
+def _final(config, world: int = 1) -> bool:
     """Does the run have a final record (finished or diverged)? Read at runs_dir(preset), whatever the cwd."""
     try:
-        s = records.read_summary(runs_dir_of(config) / config.run_id())
+        s = records.read_summary(runs_dir_of(config) / config.run_id(world))
     except records.CorruptRecord:
         return False
     return bool(s) and s["status"] in records.FINAL
@@ -141,6 +141,8 @@ class Grid:
         self.backend = values.get("executor", "local")
         self.cluster = {"partition": values.get("slurm_partition", ""), "gpus_per_job": values.get("gpus_per_job", 1),
                         "timeout_min": values.get("timeout_min", 60)}
+        # processes per run: a submitit job of N GPUs trains at world size N, which is part of the run's identity
+        self.world = max(1, int(self.cluster["gpus_per_job"])) if self.backend == "submitit" else 1
         self.arm_tags = arm_tags or dict
         self.path = manifest_path(name, self.preset, tag)
         params = dict(params if params is not None else values)
@@ -218,12 +220,12 @@ class Grid:
             for seed in seeds:
                 cfg = get_config(self.preset, **{**self.base, **overrides, "seed": int(seed), "campaign": self.name,
                                                  "runs_dir": self.runs_dir})
-                self._merge({"stage": stage, "arm": label, "seed": int(seed), "run_id": cfg.run_id(),
+                self._merge({"stage": stage, "arm": label, "seed": int(seed), "run_id": cfg.run_id(self.world),
                              "overrides": overrides, "tags": tags})
                 configs.append(cfg)
         self.save()
-        unique = list({c.run_id(): c for c in configs}.values())
-        todo = [c for c in unique if not _final(c)]
+        unique = list({c.run_id(self.world): c for c in configs}.values())
+        todo = [c for c in unique if not _final(c, self.world)]
         sps = _seconds_per_step(self.preset)
         est = (sum(c.steps * sps + RUN_OVERHEAD_S for c in todo) if sps
                else len(todo) * SECONDS_PER_RUN.get(self.preset, 60.0)) / len(self.devices)
