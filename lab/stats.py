@@ -72,7 +72,7 @@ class Paired:
         """Two-sided t-interval of the mean difference at `level` (e.g. 0.90)."""
         if self.n < 2:
             return math.nan, math.nan
-        half = stats.t.ppf(0.5 + level / 2, self.n - 1) * self.sd / math.sqrt(self.n)
+        half = float(stats.t.ppf(0.5 + level / 2, self.n - 1)) * self.sd / math.sqrt(self.n)
         return self.delta - half, self.delta + half
 
     def fmt(self, digits: int = 4) -> str:
