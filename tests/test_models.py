@@ -247,6 +247,20 @@ def test_gpt_swiglu_has_ngpts_widths():
     assert not hasattr(ctrl, "sphere_params")
 
 
+def test_gpt_swiglu_attention_is_ngpts_at_sqk_one():
+    """QK-norm (RMS per head, then RoPE, scale 1/sqrt(Dh)) gives logits sqrt(Dh) cos(q, k): nGPT's attention with
+    s_qk at its init value 1 (RoPE keeps each head's norm, so normalizing before or after it is the same)."""
+    ngpt, cfg = make("ngpt")
+    ctrl, _ = make("gpt_swiglu", seed=1)
+    a, b = ngpt.blocks[0].attn, ctrl.blocks[0].attn
+    b.load_state_dict({k: v for k, v in a.state_dict().items() if k != "sqk"})
+    x = torch.randn(2, cfg.seq_len, cfg.n_embd)
+    with torch.no_grad():
+        torch.testing.assert_close(b(x), a(x), atol=1e-5, rtol=1e-5)
+        a.sqk.mul_(1.5)  # and s_qk is the difference once it moves
+        assert not torch.allclose(b(x), a(x), atol=1e-3)
+
+
 def test_gpt_swiglu_init_scale_rule():
     """sigma = 1/sqrt(d) for wte and hidden Linears, sigma/sqrt(2L) for wo and w_proj, 1/d for lm_head; gains 1.
     Checked at the cpu preset (d = 128, L = 4), where every matrix has >= 32k entries (std within ~2%)."""
