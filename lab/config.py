@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-MODELS = ("ngpt", "gated_ngpt", "gpt")
+MODELS = ("ngpt", "gated_ngpt", "gpt", "gpt_swiglu")
 DATASETS = ("shakespeare", "fineweb")
 OPTIMIZERS = ("muon", "adamw")  # muon = hybrid SimpleMuon (hidden matrices) + AdamW (the rest); adamw = baseline
 ORTHOGONALIZERS = ("newton_schulz", "polar_express")
