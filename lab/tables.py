@@ -14,7 +14,7 @@ import pandas as pd
 from lab import records
 from lab.config import get_config
 from lab.results import ROOT, arm_stats, manifest_path, runs_dir
-from lab.stats import ALPHA
+from lab.stats import ALPHA, DELTA
 
 ROLE = {"select": "selection", "aux": "selection", "confirm": "confirmation", "run": "run"}
 
@@ -81,10 +81,14 @@ def measured_lines(r) -> list[str]:
     if r.comparisons:
         lines.append("- Statistics: a seed fixes the initialization and the batch order, so arms that share a seed "
                      "are paired. Δ = treatment − baseline per seed (< 0: the treatment is better); mean Δ ± the "
-                     "half-width of its 95% t-interval; paired t-test p; Holm-adjusted p over all "
-                     f"{len(r.comparisons)} comparisons of this report; MDE = the |Δ| these seeds would detect "
-                     "with 80% power at the 5% level, from the observed spread of Δ. Comparisons on selection "
-                     "seeds of a winner picked on those seeds are optimistic for it.")
+                     "half-width of its 95% t-interval; paired t-test p; MDE = the |Δ| these seeds would detect "
+                     "with 80% power at the 5% level (noncentral t), from the observed spread of Δ. "
+                     + ("Holm-adjusted p over the comparisons of this report (an ad-hoc campaign)."
+                        if getattr(r.module, "ADHOC", False) else
+                        "This report's own comparisons are exploratory (no multiplicity adjustment, no verdict); "
+                        "verdicts come only from the lab-wide confirmatory family (lab/family.py: Holm over it, "
+                        f"smallest effect of interest δ = {DELTA:g} nats, confirmation seeds only).")
+                     + " Comparisons on selection seeds of a winner picked on those seeds are optimistic for it.")
     return ["## How it was measured", "", *lines, "", *choices_lines(r)]
 
 
