@@ -346,6 +346,7 @@ def _stacked_and_gram(ctx: Ctx) -> str:
     bf16_note = "" if not slow_bf16 else (
         f"bf16 distances only for matrices of at most {p['ortho_bf16_max_numel']} entries (nan: not run): bf16 "
         "matmuls are emulated on this CPU, tens of times slower than fp32. ")
+    names = ", ".join(f"`{k}` ({len(v)} matrices)" for k, v in sets.items())
     print(_md(timing), flush=True)
     return f"""### Stacked and Gram Newton-Schulz on the real sets of matrices
 
@@ -353,17 +354,16 @@ def _stacked_and_gram(ctx: Ctx) -> str:
 `newton_schulz` call per matrix (the path before stacking), one call per stack of same-shape matrices (what
 SimpleMuon does now), and `gram_newton_schulz` per stack (`orthogonalizer=gram_newton_schulz`: the Gram iteration
 for aspect ratio >= 2 with a restart before the third step; square matrices stay on the standard loop). Sets:
-{', '.join(f'`{k}` ({len(v)} matrices)' for k, v in sets.items())}. ms: fp32 on {dev.type}, median over
-{p['ortho_set_rounds']} interleaved rounds after a warm-up round; x per-matrix: median over rounds of the ratio in
-the same round; output vs per-matrix: torch.equal, or the largest relative Frobenius difference over the set.
+{names}. ms: fp32 on {dev.type}, median over {p['ortho_set_rounds']} interleaved rounds after a warm-up round;
+x per-matrix: median over rounds of the ratio in the same round; output vs per-matrix: torch.equal, or the largest
+relative Frobenius difference over the set.
 Distances: to the exact polar factor (float64 SVD), on a Gaussian and an ill-conditioned (kappa {p['kappa']:g})
-input per shape, averaged over the set's matrices. GFLOP: of the matrix products (`orthogonalize_flops`).
-{bf16_note}
+input per shape, averaged over the set's matrices. GFLOP: of the matrix products (`orthogonalize_flops`). {bf16_note}
 
 **Headline:** on `{first}`, stacked = **{t['stacked']:.3f}x** and Gram + stacked = **{t['Gram + stacked']:.3f}x** the
-per-matrix time; on the shapes where the Gram iteration runs its distance to the polar factor is at most
-**{rect['Gram/NS gauss'].max():.3f}x** (Gaussian) and **{rect['Gram/NS ill'].max():.3f}x** (ill-conditioned)
-standard Newton-Schulz's over fp32 and bf16 (goal: <= 1.1x), and in fp32 it is
+per-matrix time (the whole-step share is in section 3); where the Gram iteration runs, its distance to the polar
+factor is at most **{rect['Gram/NS gauss'].max():.3f}x** (Gaussian) and **{rect['Gram/NS ill'].max():.3f}x**
+(ill-conditioned) standard Newton-Schulz's over fp32 and bf16 (goal: <= 1.1x); in fp32 it is
 {rect[rect['dtype'] == 'float32']['|Gram - NS| / |NS|'].max():.1e} from the standard result.
 
 {_md(timing)}

@@ -6,8 +6,8 @@ same either way. With N > 1 (NCCL for CUDA tensors, gloo for CPU tensors):
   data       each rank draws its slice of the global batch (lab.data): global batch = N * batch_size.
   ownership  `DistributedMuon` deals the Muon matrices to owners so that every rank does about the same
              orthogonalization work (FLOPs from lab.optim.orthogonalize.orthogonalize_flops, for the configured
-             orthogonalizer: a 768x768 matrix costs 15/8.5 of its share of a 6144x768 one per weight under Newton-
-             Schulz, 15/5.75 under Gram Newton-Schulz), and among plans as balanced, the one with the smallest
+             orthogonalizer: per weight, a 768x768 matrix costs 15/10.6 of a 6144x768 one under Newton-Schulz,
+             15/5.75 under Gram Newton-Schulz), and among plans as balanced, the one with the smallest
              largest bucket (`_balance`). Only the owner keeps momentum / NorMuon state and orthogonalizes its
              matrices (stacked by shape, as SimpleMuon): both are / N.
   one step   `sync_and_clip` (train.py's only call), then `opt.step()` for every optimizer:
