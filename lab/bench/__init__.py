@@ -70,7 +70,9 @@ def _read_sections(path: Path) -> dict:
 def _header(dev: torch.device, size: str, threads_why: str) -> str:
     v = records.versions()
     commit = records._git("rev-parse", "--short=12", "HEAD") or "unknown"
-    dirty = records._git("status", "--porcelain", "--untracked-files=no")
+    # tracked code only: reports/ and runs/ are what the lab writes itself (this report included)
+    dirty = records._git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)reports",
+                         ":(exclude)runs")
     cap = torch.backends.cpu.get_cpu_capability()
     info = pd.DataFrame([
         {"": "date", "value": datetime.datetime.now().astimezone().isoformat(timespec="seconds")},

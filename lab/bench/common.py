@@ -32,7 +32,7 @@ SIZES = {
         ortho_sets={"cpu preset": ("cpu", {}), "h100 preset, 1 layer": ("h100", {"n_layer": 1})},
         ortho_set_rounds=5, ortho_bf16_max_numel=1024 * 128,
         opt_preset="cpu", opt_repeats=7, opt_h100=dict(preset="h100", n_layer=1), opt_h100_repeats=2,
-        step_preset="cpu", step_rounds=16, traffic_preset="h100", traffic_worlds=(8, 2, 4),
+        step_preset="cpu", step_rounds=40, traffic_preset="h100", traffic_worlds=(8, 2, 4),
         loop_preset="cpu", loop_steps=30, loop_skip=5, loop_pairs=4,
         cuda_shapes=H100_MATRICES, cuda_repeats=20, mfu_preset="h100", mfu_overrides={}, mfu_steps=(3, 6),
     ),
