@@ -353,7 +353,7 @@ def _stacked_and_gram(ctx: Ctx) -> str:
 **What:** the Muon matrices of one optimizer step orthogonalized by 5 Newton-Schulz steps three ways: one
 `newton_schulz` call per matrix (the path before stacking), one call per stack of same-shape matrices (what
 SimpleMuon does now), and `gram_newton_schulz` per stack (`orthogonalizer=gram_newton_schulz`: the Gram iteration
-for aspect ratio >= 2 with a restart before the third step; square matrices stay on the standard loop). Sets:
+for aspect ratio >= 2, restarting after the third step; square matrices stay on the standard loop). Sets:
 {names}. ms: fp32 on {dev.type}, median over {p['ortho_set_rounds']} interleaved rounds after a warm-up round;
 x per-matrix: median over rounds of the ratio in the same round; output vs per-matrix: torch.equal, or the largest
 relative Frobenius difference over the set.
