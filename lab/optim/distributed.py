@@ -48,11 +48,11 @@ them for a given model, world size and device, padding included:
   modded-nanogpt needs ~4 for Muon (bf16 both ways: its weights are bf16 with the extra mantissa bits kept by the
   owner). Gathering our fp32 weights in bf16 would leave the non-owners with rounded weights, so they travel in fp32.
 
-Checkpoints are independent of the world size. `DistributedMuon.state_dict()` gathers the sharded state on rank 0
-only (it writes the file; each owner sends its state there, the other ranks receive nothing) in exactly the layout
-of a 1-process SimpleMuon, and `load_state_dict()` loads that layout and keeps this rank's share. A run saved at N
-processes resumes at M (1 included) and the other way round. Note that the global batch is batch_size * N, so
-resuming at another world size with the same config changes the global batch from there on.
+The optimizer state has one layout at any world size. `DistributedMuon.state_dict()` gathers the sharded state on
+rank 0 only (it writes the file; each owner sends its state there, the other ranks receive nothing) in exactly the
+layout of a 1-process SimpleMuon, and `load_state_dict()` loads that layout and keeps this rank's share. A run does
+not move between world sizes, though: the global batch is batch_size * N, so the world size is part of the run id and
+lab.train refuses a checkpoint written at another one.
 """
 from __future__ import annotations
 
