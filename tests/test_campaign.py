@@ -75,7 +75,7 @@ def test_notebooks_execute_and_render_reports(executed):
     verify = report_path(executed, "verify").read_text()
     assert "Yes: 1/1 run(s) finished" in verify and "## Routing" in verify and "| muon " in verify
     sweep = report_path(executed, "lr_sweep").read_text()
-    assert "## Comparisons" in sweep and "confirmation seeds 100, 101" in sweep and "Holm-adjusted p" in sweep
+    assert "## Exploratory comparisons" in sweep and "confirmation seeds 100, 101" in sweep and "paired p" in sweep
     for name in ("horizon", "geodesic", "advanced", "lazy_projection"):  # every tuned setting says where it's from
         assert "| muon_lr " in report_path(executed, name).read_text() and "given as a parameter" in \
             report_path(executed, name).read_text(), name
