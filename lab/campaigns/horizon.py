@@ -266,7 +266,20 @@ def crossing(deltas: list[tuple[int, float]], r) -> str:
         return ""
     lead = "Muon" if all(v < 0 for _, v in deltas) else "AdamW" if all(v > 0 for _, v in deltas) else None
     return (f"The mean Δ keeps its sign from {r.tokens(deltas[0][0])} to {r.tokens(deltas[-1][0])} tokens: {lead} "
-            "is ahead on average at every budget measured." if lead else "")
+            f"is ahead on average at every budget measured; {_trend(deltas, r)}." if lead else "")
+
+
+def _trend(d: list[tuple[int, float]], r) -> str:
+    """How |mean Δ| moves with the budget: monotone, or where it is largest and smallest (means, not a test)."""
+    mags = [abs(v) for _, v in d]
+    pairs = list(zip(mags, mags[1:]))
+    if all(a < b for a, b in pairs):
+        return "the mean gap grows with every larger budget"
+    if all(a > b for a, b in pairs):
+        return "the mean gap shrinks with every larger budget"
+    big, small = max(d, key=lambda t: abs(t[1])), min(d, key=lambda t: abs(t[1]))
+    return (f"the mean gap is largest at {r.tokens(big[0])} tokens (Δ = {big[1]:+.4f}) and smallest at "
+            f"{r.tokens(small[0])} (Δ = {small[1]:+.4f})")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -443,8 +456,7 @@ def analyse(r) -> None:
 
     from lab.stats import fmt_judgement, fmt_lr
     budgets = _budgets(r)
-    if hasattr(r, "confirmatory"):
-        r.confirmatory()
+    r.confirmatory()
     judged = judgements(r)
     arms, want, p = conf_arms(r), r.params.get("confirm_seeds", []), r.params
     sel, aux = r.stage("select"), r.stage("aux")
@@ -478,8 +490,7 @@ def analyse(r) -> None:
             out = ["Not measured yet on the confirmation seeds (" + "; ".join(f"{b} steps: {state(b)}"
                                                                               for b in budgets) + ")."]
         else:
-            vt = getattr(r, "verdict_text", None)
-            text = lambda b: vt(f"muon_vs_adamw@{b}") if vt and getattr(r, "judgements", {}) else \
+            text = lambda b: r.verdict_text(f"muon_vs_adamw@{b}") if f"muon_vs_adamw@{b}" in r.judgements else \
                 f"Δ = {fmt_judgement(done[b])} nats, {done[b].n} seeds"
             out = ["Tuned Muon − tuned AdamW on the confirmation seeds (the family's muon_vs_adamw entries): "
                    + "; ".join(f"{r.tokens(b)} tokens: {text(b)}" for b in sorted(done)) + "."]

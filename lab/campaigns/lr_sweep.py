@@ -274,6 +274,8 @@ def headline(r):
 
     from lab.results import results
     own = r.stage("confirm")
+    if len(own):  # rows recorded before arms carried a budget ran at the report's steps
+        own = own.assign(tags=own.tags.map(lambda t: {"budget": r.steps, **t}))
 
     def read(name):
         df = r.df if name == r.name else results(name, r.preset)
@@ -285,15 +287,24 @@ def headline(r):
     return family.judge_all(r.preset, read)[HEAD]
 
 
-def head_text(r, j) -> str:
-    """The headline's Δ with the interval at its verdict's level (the verdict word itself is the confirmatory
-    table's), its seeds, and its change from the gap measured before issue 20."""
-    from lab.stats import fmt_judgement
-    if j.n == 0:
-        return "not measured yet on the confirmation seeds"
-    return (f"Δ = {fmt_judgement(j)} nats on {j.n} confirmation seed{'s' if j.n != 1 else ''} "
-            f"({fmt_seeds(j.c.seeds)}); against the gap of {OLD_GAP:+.3f} measured before the AdamW baseline was "
-            f"retuned (beta2 0.95, no warmup, 3 seeds) it moved by {j.delta - OLD_GAP:+.4f}")
+def confirmatory(r) -> dict:
+    """r.confirmatory() renders the family entries a campaign owns; lr_sweep owns none, yet its headline is the
+    entry muon_vs_adamw@400 (horizon's 400-step arms: the same runs), so that entry is added here, judged with this
+    campaign's own confirmation arms (`headline`), and rendered by the same table and forest plot."""
+    from lab import plots, tables
+    from lab.stats import DELTA
+    judged = dict(r.confirmatory())
+    if HEAD not in judged:
+        j = judged[HEAD] = r.judgements[HEAD] = headline(r)
+        r.sections.append(lambda: tables.confirmatory_lines(r, [family.entry(HEAD)], len(family.FAMILY)))
+        if j.n >= 2:
+            fn = r.figname("forest")
+            plots.forest_figure([(HEAD, j.delta, j.lo_v, j.hi_v, j.level, j.verdict, j.n)], DELTA,
+                                f"{r.module.TITLE}: confirmatory Δ ({r.budget()} tokens)", r.figdir() / fn)
+            r.figures.append((fn, f"the confirmatory comparison on confirmation seeds {fmt_seeds(j.c.seeds)}: Δ = "
+                                  "tuned Muon − better-tuned AdamW with the interval at the level its verdict uses; "
+                                  f"shaded: ±δ = ±{DELTA:g} nats, the smallest effect of interest"))
+    return judged
 
 
 def lr_sweep_figure(r, points, path, title: str) -> None:
@@ -356,8 +367,8 @@ def analyse(r) -> None:
     from lab.stats import fmt_lr, paired
     plan, sel, aux, conf = r.stage("plan"), r.stage("select"), r.stage("aux"), r.stage("confirm")
     p, want = r.params, r.params.get("confirm_seeds", [])
-    judged = r.confirmatory() if hasattr(r, "confirmatory") else {}
-    j = judged.get(HEAD) or headline(r)
+    judged = confirmatory(r)
+    j = judged[HEAD]
     mu, ad = r.select(sel, optimizer="muon"), r.select(sel, optimizer="adamw")
     best_m, _ = r.best_vs_runner_up(mu, "select", "Muon lr", "muon_lr")
     best_a, _ = r.best_vs_runner_up(ad, "select", "AdamW arm", "adamw")
@@ -376,7 +387,8 @@ def analyse(r) -> None:
     tm, ta = r.arm_of(conf, optimizer="muon"), r.arm_of(conf, optimizer="adamw")
 
     def answer():
-        head = r.verdict_text(HEAD) if HEAD in judged and hasattr(r, "verdict_text") else head_text(r, j)
+        head = r.verdict_text(HEAD) + (f"; it moved by {j.delta - OLD_GAP:+.4f} from the {OLD_GAP:+.3f} measured "
+                                       "before the AdamW baseline was retuned" if j.n else "")
         out = [f"At {r.tokens()} tokens ({r.steps} steps), tuned Muon against the better-tuned AdamW: {head}; "
                f"{seeds_state(r, conf, [tm, ta], want)} (the verdict is the lab-wide family's {HEAD}: the same "
                "runs as horizon's 400-step arms)."]
