@@ -79,7 +79,10 @@ def test_notebooks_execute_and_render_reports(executed):
     verify = report_path(executed, "verify").read_text()
     assert "Yes: 1/1 run(s) finished" in verify and "## Routing" in verify and "| muon " in verify
     sweep = report_path(executed, "lr_sweep").read_text()
-    assert "## Comparisons" in sweep and "confirmation seeds 100, 101" in sweep and "Holm-adjusted p" in sweep
+    assert "## Exploratory comparisons" in sweep and "confirmation seeds 100, 101" in sweep
+    assert "(exploratory: the family judges muon_vs_adamw@400 only)" in sweep  # 6 steps: no family entry
+    assert "Tuned Muon − tuned AdamW at budgets outside the family (exploratory" in report_path(executed,
+                                                                                                 "horizon").read_text()
     for name in ("horizon", "geodesic", "advanced", "lazy_projection"):  # every tuned setting says where it's from
         needle = "| adamw_beta2 " if name == "horizon" else "| muon_lr "
         assert needle in report_path(executed, name).read_text() and "given as a parameter" in \

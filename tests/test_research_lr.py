@@ -174,7 +174,8 @@ def test_horizon_tags_speedup_lr_law_and_shared_400_step_runs(dirs, monkeypatch)
 
     text = R.render_report("horizon", PRESET)
     assert "## Speedup: AdamW tokens to reach Muon's final loss" in text and "## The lr law" in text
-    assert f"Speedup: AdamW needs {ms[0].ratio:.2f}x [" in text
+    assert f"over Muon's tokens; read off AdamW's tuned final-loss-vs-budget curve): 0.2M: {ms[0].ratio:.2f}x [" \
+        in text and "1.6M: > 1.64M tokens (> 1.00x), past the largest budget measured" in text
     assert "- Muon: k = -1.00 [" in text and "- AdamW: k = -0.50 [" in text
     assert "Tuning effort per budget (configurations on the selection seeds, Muon / AdamW): 100: 8 / 8" in text
     assert "steps to target" not in text.lower() and "Every lr pick is interior to its grid." in text

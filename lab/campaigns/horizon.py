@@ -12,6 +12,7 @@ from lab import family
 from lab.campaigns.lr_sweep import (
     OLD_GAP,
     _beta2s,
+    _plain_log,
     adamw_arm,
     edge_note,
     fmt_seeds,
@@ -285,14 +286,10 @@ def _trend(d: list[tuple[int, float]], r) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # figures (<= 6 lines per axes, small multiples per budget, captions name the seeds, no band for one seed)
 
-def _plain_log(ax, axis: str = "x", ticks=None, fmt=None) -> None:
-    """A log axis with plain tick labels (fmt(value); default '%g') at `ticks` (default: matplotlib's)."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
-    a = ax.xaxis if axis == "x" else ax.yaxis
-    if ticks is not None:
-        a.set_major_locator(FixedLocator(list(ticks)))
-    a.set_major_formatter(FuncFormatter(lambda v, _: (fmt or (lambda x: f"{x:g}"))(v)))
-    a.set_minor_formatter(NullFormatter())
+def fmt_tok(n: float) -> str:
+    """An axis label of tokens: 150000 -> '150k' (lab.stats.fmt_tokens, imported only when a figure is drawn)."""
+    from lab.stats import fmt_tokens
+    return fmt_tokens(n) if n > 0 else "0"
 
 
 def curves_figure(r, path) -> list[int]:
@@ -334,7 +331,7 @@ def curves_figure(r, path) -> list[int]:
                 ax.axhline(g["mean"].iloc[-1], color=style["color"], linewidth=0.9, linestyle=":",
                            label=f"target: AdamW final {g['mean'].iloc[-1]:.3f}")
         ax.set(title=f"{b} steps ({r.tokens(b)} tokens)", xlabel="tokens")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: plots.fmt_tokens(v) if v > 0 else "0"))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_tok(v)))
         plots._legend(ax, fontsize=7)
     for ax in axes[:, 0]:
         ax.set_ylabel("val loss (mean over seeds)")
@@ -375,7 +372,7 @@ def speedup_figure(r, ms, path) -> None:
     ticks = [b * tps for b in _budgets(r)]
     ax.set(xscale="log", xlabel="training tokens", ylabel="final val loss (mean over confirmation seeds)",
            title="final val loss vs budget (dotted: read-off)")
-    _plain_log(ax, "x", ticks, plots.fmt_tokens)
+    _plain_log(ax, "x", ticks, fmt_tok)
     plots._legend(ax, fontsize=8)
     ok = [m for m in ms if not m.censored]
     if ok:
@@ -392,7 +389,7 @@ def speedup_figure(r, ms, path) -> None:
     am.axhline(1, color="grey", linewidth=0.8)
     am.set(xscale="log", xlabel="Muon's training tokens", ylabel="AdamW tokens / Muon tokens (interval)",
            title="token multiplier (> 1: AdamW needs more tokens)")
-    _plain_log(am, "x", ticks, plots.fmt_tokens)
+    _plain_log(am, "x", ticks, fmt_tok)
     plots.save(fig, path)
 
 
@@ -454,11 +451,16 @@ def lr_law_figure(r, fits, path) -> None:
 def analyse(r) -> None:
     import pandas as pd
 
-    from lab.stats import fmt_judgement, fmt_lr
+    from lab.stats import fmt_judgement, fmt_lr, fmt_paired
     budgets = _budgets(r)
     r.confirmatory()
     judged = judgements(r)
     arms, want, p = conf_arms(r), r.params.get("confirm_seeds", []), r.params
+    for b in budgets:  # a budget outside the family (a variant): its Δ is an exploratory row, no verdict
+        if b not in judged and arms[("muon", b)] and arms[("adamw", b)]:
+            r.compare(arms[("muon", b)], arms[("adamw", b)], "confirm", f"Muon vs AdamW at {b} steps (not a "
+                      "family entry)", f"budget{b}")
+    paired_at = lambda b: judged[b].c if b in judged else (c.c if (c := r.get(f"budget{b}")) else None)
     sel, aux = r.stage("select"), r.stage("aux")
     for b in budgets:  # exploratory: each optimizer's best lr against its runner-up at each budget
         for opt, name in OPTIMIZERS.items():
@@ -486,26 +488,36 @@ def analyse(r) -> None:
 
     def answer():
         done = {b: j for b, j in judged.items() if j.n}
-        if not done:
+        extra = {b: c for b in budgets if b not in judged and (c := paired_at(b)) is not None and c.n}
+        if not done and not extra:
             out = ["Not measured yet on the confirmation seeds (" + "; ".join(f"{b} steps: {state(b)}"
                                                                               for b in budgets) + ")."]
         else:
             text = lambda b: r.verdict_text(f"muon_vs_adamw@{b}") if f"muon_vs_adamw@{b}" in r.judgements else \
                 f"Δ = {fmt_judgement(done[b])} nats, {done[b].n} seeds"
-            out = ["Tuned Muon − tuned AdamW on the confirmation seeds (the family's muon_vs_adamw entries): "
-                   + "; ".join(f"{r.tokens(b)} tokens: {text(b)}" for b in sorted(done)) + "."]
+            out = []
+            if done:
+                out.append("Tuned Muon − tuned AdamW on the confirmation seeds (the family's muon_vs_adamw entries): "
+                           + "; ".join(f"{r.tokens(b)} tokens: {text(b)}" for b in sorted(done)) + ".")
+            if extra:
+                out.append("Tuned Muon − tuned AdamW at budgets outside the family (exploratory, 95% t-interval): "
+                           + "; ".join(f"{r.tokens(b)} tokens: Δ = {fmt_paired(c)} nats, {c.n} seeds"
+                                       for b, c in sorted(extra.items())) + ".")
             if 400 in done:
                 out.append(f"At 400 steps the gap moved by {done[400].delta - OLD_GAP:+.4f} from the "
                            f"{OLD_GAP:+.3f} measured before AdamW was retuned.")
-            out.append(crossing([(b, done[b].delta) for b in sorted(done)], r))
+            both = {**{b: j.c for b, j in done.items()}, **extra}
+            out.append(crossing([(b, both[b].delta) for b in sorted(both)], r))
         pending = [f"{b} steps: {s}" for b in budgets if "pending" in (s := state(b))]
         if pending and done:
             out.append("Still pending: " + "; ".join(pending) + ".")
         if ms:
             from lab.stats import fmt_multiplier
-            out.append("Speedup: AdamW needs " + "; ".join(
-                f"{fmt_multiplier(m)} Muon's tokens at {r.tokens(round(m.budget / tps))}" for m in ms)
-                + " to reach Muon's final val loss (read off AdamW's tuned final-loss-vs-budget curve).")
+            out.append("Speedup (AdamW tokens to reach Muon's final val loss, over Muon's tokens; read off AdamW's "
+                       "tuned final-loss-vs-budget curve): " + "; ".join(
+                           f"{r.tokens(round(m.budget / tps))}: {fmt_multiplier(m)}"
+                           + (", past the largest budget measured" if m.censored == ">" else
+                              ", already at the smallest budget measured" if m.censored else "") for m in ms) + ".")
         else:
             out.append(f"Speedup: not measurable yet ({why}).")
         out.append("lr law, lr* ∝ T^k: " + "; ".join(f"{OPTIMIZERS[o]} {t}" for o, t in law.items()) + ".")
@@ -536,7 +548,8 @@ def analyse(r) -> None:
                          f"{ch(lr_key('adamw', b)):g}{a_set}",
                          "Muon final val (n)": ms_(fin["muon"]), "AdamW final val (n)": ms_(fin["adamw"]),
                          "Δ Muon − AdamW [interval at its verdict's level]":
-                         fmt_judgement(j) if j is not None and j.n else "-",
+                         fmt_judgement(j) if j is not None and j.n else
+                         f"{fmt_paired(c)} (exploratory)" if (c := paired_at(b)) is not None and c.n else "-",
                          "confirmation seeds": state(b)})
         return ["## Per budget (confirmation seeds)", "",
                 "Each optimizer is retuned at every budget on the selection seeds "

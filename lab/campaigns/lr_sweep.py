@@ -294,6 +294,8 @@ def confirmatory(r) -> dict:
     from lab import plots, tables
     from lab.stats import DELTA
     judged = dict(r.confirmatory())
+    if r.steps != family.entry(HEAD).treatment["budget"]:  # another budget (a variant): no family entry
+        return judged
     if HEAD not in judged:
         j = judged[HEAD] = r.judgements[HEAD] = headline(r)
         r.sections.append(lambda: tables.confirmatory_lines(r, [family.entry(HEAD)], len(family.FAMILY)))
@@ -307,6 +309,16 @@ def confirmatory(r) -> dict:
     return judged
 
 
+def _plain_log(ax, axis: str = "x", ticks=None, fmt=None) -> None:
+    """A log axis with plain tick labels (fmt(value); default '%g') at `ticks` (default: matplotlib's)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    if ticks is not None:
+        a.set_major_locator(FixedLocator(list(ticks)))
+    a.set_major_formatter(FuncFormatter(lambda v, _: (fmt or (lambda x: f"{x:g}"))(v)))
+    a.set_minor_formatter(NullFormatter())
+
+
 def lr_sweep_figure(r, points, path, title: str) -> None:
     """Final val loss vs peak lr, one line per (optimizer, setting) (mean over seeds, dots: seeds, no band)."""
     import matplotlib.pyplot as plt
@@ -317,7 +329,8 @@ def lr_sweep_figure(r, points, path, title: str) -> None:
     for i, (label, g) in enumerate(points.groupby("line", sort=False)):
         opt = g.optimizer.iloc[0]
         mean = g.groupby("lr").final_val_loss.mean()
-        style = {"linestyle": plots.LINESTYLE.get(opt, "-"), "marker": "o", "color": f"C{i}"}
+        style = {"linestyle": ":" if "plan" in label else plots.LINESTYLE.get(opt, "-"), "marker": "o",
+                 "color": f"C{i}"}
         ax.plot(mean.index, mean.values, label=label, **style)
         ax.scatter(g.lr, g.final_val_loss, s=9, color=style["color"], alpha=0.5)
     finite = points.final_val_loss[np.isfinite(points.final_val_loss)]
@@ -326,6 +339,7 @@ def lr_sweep_figure(r, points, path, title: str) -> None:
         ax.set_ylim(lo - 0.05 * (mid - lo + 1e-3), mid + 1.5 * (mid - lo) + 1e-3)
     ax.set(xscale="log", xlabel="peak lr (Muon: hidden matrices; AdamW: every parameter)",
            ylabel="final val loss (line: mean over seeds, dots: seeds)", title=title)
+    _plain_log(ax, "x")
     plots._legend(ax, fontsize=7)
     plots.save(fig, path)
 
@@ -364,11 +378,11 @@ def analyse(r) -> None:
     import pandas as pd
 
     from lab.results import ranked
-    from lab.stats import fmt_lr, paired
+    from lab.stats import fmt_lr, fmt_paired, paired
     plan, sel, aux, conf = r.stage("plan"), r.stage("select"), r.stage("aux"), r.stage("confirm")
     p, want = r.params, r.params.get("confirm_seeds", [])
     judged = confirmatory(r)
-    j = judged[HEAD]
+    j = judged.get(HEAD)
     mu, ad = r.select(sel, optimizer="muon"), r.select(sel, optimizer="adamw")
     best_m, _ = r.best_vs_runner_up(mu, "select", "Muon lr", "muon_lr")
     best_a, _ = r.best_vs_runner_up(ad, "select", "AdamW arm", "adamw")
@@ -385,13 +399,22 @@ def analyse(r) -> None:
     plan_m = next(iter(ranked(r.select(plan, optimizer="muon"))), None) if len(plan) else None
     t_sel, t_lr, t_aux = trials(r.df, "select", "aux"), trials(r.df, "select"), trials(r.df, "aux")
     tm, ta = r.arm_of(conf, optimizer="muon"), r.arm_of(conf, optimizer="adamw")
+    other = r.compare(tm, ta, "confirm", f"tuned Muon `{tm}` vs the better-tuned AdamW `{ta}` (not a family "
+                      "entry at this budget)", "headline") if j is None and tm and ta else None
 
     def answer():
-        head = r.verdict_text(HEAD) + (f"; it moved by {j.delta - OLD_GAP:+.4f} from the {OLD_GAP:+.3f} measured "
-                                       "before the AdamW baseline was retuned" if j.n else "")
-        out = [f"At {r.tokens()} tokens ({r.steps} steps), tuned Muon against the better-tuned AdamW: {head}; "
-               f"{seeds_state(r, conf, [tm, ta], want)} (the verdict is the lab-wide family's {HEAD}: the same "
-               "runs as horizon's 400-step arms)."]
+        state = seeds_state(r, conf, [tm, ta], want)
+        if j is None:  # a budget outside the family: an exploratory row, no verdict
+            head = (f"Δ = {fmt_paired(other.c)} nats on {other.c.n} confirmation seeds (exploratory: the family "
+                    f"judges {HEAD} only)" if other is not None and other.c.n else "not measured yet")
+            out = [f"At {r.tokens()} tokens ({r.steps} steps), tuned Muon against the better-tuned AdamW: {head}; "
+                   f"{state}."]
+        else:
+            head = r.verdict_text(HEAD) + (f"; it moved by {j.delta - OLD_GAP:+.4f} from the {OLD_GAP:+.3f} "
+                                           "measured before the AdamW baseline was retuned" if j.n else "")
+            out = [f"At {r.tokens()} tokens ({r.steps} steps), tuned Muon against the better-tuned AdamW: {head}; "
+                   f"{state} (the verdict is the lab-wide family's {HEAD}: the same runs as horizon's 400-step "
+                   "arms)."]
         out.append(f"Tuning effort on selection seeds {fmt_seeds(p.get('seeds', []))}: Muon {t_sel['muon']} "
                    f"configurations ({t_lr['muon']} lrs, then {t_aux['muon']} aux lrs; a configuration in both "
                    f"counts once), AdamW {t_sel['adamw']} (lr x beta2 x warmup).")
