@@ -174,7 +174,7 @@ def forest_figure(rows: list[tuple], delta: float, title: str, path) -> None:
     for i, (_, d, lo, hi, level, verdict, n) in enumerate(rows):
         y = len(rows) - 1 - i
         ax.errorbar([d], [y], xerr=[[d - lo], [hi - d]], fmt="o", capsize=3, color=colour.get(verdict, "black"))
-        ax.annotate(f"{verdict} ({level:.0%}, {n} seeds)", (hi, y), xytext=(6, -3), textcoords="offset points",
+        ax.annotate(f"{verdict} ({100 * level:.3g}%, {n} seeds)", (hi, y), xytext=(6, -3), textcoords="offset points",
                     fontsize=8)
     ax.set_yticks(range(len(rows)), [r[0] for r in reversed(rows)])
     ax.set(xlabel="Δ final val loss, treatment − control (nats; < 0: treatment better)", title=title)

@@ -79,7 +79,7 @@ def test_notebooks_execute_and_render_reports(executed):
     verify = report_path(executed, "verify").read_text()
     assert "Yes: 1/1 run(s) finished" in verify and "## Routing" in verify and "| muon " in verify
     sweep = report_path(executed, "lr_sweep").read_text()
-    assert "## Exploratory comparisons" in sweep and "confirmation seeds 100, 101" in sweep
+    assert "## Exploratory comparisons" in sweep and "confirmation seeds 100, 101" in sweep and "paired p" in sweep
     assert "(exploratory: the family judges muon_vs_adamw@400 only)" in sweep  # 6 steps: no family entry
     assert "Tuned Muon − tuned AdamW at budgets outside the family (exploratory" in report_path(executed,
                                                                                                  "horizon").read_text()
