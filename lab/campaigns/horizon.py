@@ -242,7 +242,8 @@ def lr_law(r) -> dict:
 def index_rows(r) -> list[dict]:
     """Rows for reports/INDEX.md's hypotheses table: the token multiplier per budget and the lr law (estimates
     with intervals; no verdict words: neither is a test of the family)."""
-    conf = fmt_seeds(r.params.get("confirm_seeds", []))
+    done = r.stage("confirm")
+    conf = fmt_seeds(sorted({int(x) for x in done[done.status == "finished"].seed}) if len(done) else [])
     speed = "; ".join(f"{x['tokens']}: {x['token multiplier [interval]']}" for x in speedup_rows(r))
     law = lr_law(r)
     return [{"hypothesis": "speedup: AdamW tokens needed to reach Muon's final val loss, over Muon's tokens "
