@@ -273,18 +273,20 @@ class Grid:
         return self.choose(key, arms[best], stage, seeds, list(arms.values()),
                            f"the {what} with the lowest mean final val loss on seeds {list(seeds)}")
 
-    def run_grids(self, stage: str, grids: dict, arm, name, seeds) -> tuple[pd.DataFrame, dict]:
-        """Run a value grid per group ({group: [values]}; arm(group, x) -> overrides, name(group, x) -> label); while
-        a group's best value sits on an edge of its grid, add the next value past that edge (x/2 or 2x, at most
-        EXTEND_EDGES times per group), so a pick is an optimum, not a boundary. Returns this stage's rows and the
-        final grids ({group: {label: value}}, ascending)."""
+    def run_grids(self, stage: str, grids: dict, arm, name, seeds, beyond=None) -> tuple[pd.DataFrame, dict]:
+        """Run a value grid per group ({group: [values]}; arm(group, x) -> overrides (or (overrides, tags)),
+        name(group, x) -> label); while a group's best value sits on an edge of its grid, add the next value past
+        that edge (at most EXTEND_EDGES times per group), so a pick is an optimum, not a boundary. `beyond(group,
+        grid, best)` gives that value (None: best is inside); default x/2 or 2x (lab.arms.beyond_edge). Returns this
+        stage's rows and the final grids ({group: {label: value}}, ascending)."""
+        beyond = beyond or (lambda k, xs, best: beyond_edge(xs, best))
         grids = {k: sorted(v) for k, v in grids.items()}
         df = self.run(stage, {name(k, x): arm(k, x) for k, xs in grids.items() for x in xs}, seeds)
         for _ in range(EXTEND_EDGES):
             new = {}
             for k, xs in grids.items():
                 best = best_arm(df[df.arm.isin([name(k, x) for x in xs])])
-                x = beyond_edge(xs, next((x for x in xs if name(k, x) == best), None))
+                x = beyond(k, xs, next((x for x in xs if name(k, x) == best), None))
                 if x is not None:
                     grids[k] = sorted([*xs, x])
                     new[name(k, x)] = arm(k, x)

@@ -26,8 +26,12 @@ TUNED = {"lr": 0.02, "aux_lr": 0.008, "adamw_lr": 0.008}
 GRIDS = {  # the smallest grids that still exercise every stage
     "verify": S,
     "lr_sweep": {**S, "seeds": "[0, 1]", "confirm_seeds": "100, 101", "muon_lrs": "[0.02]",
-                 "adamw_lrs": "0.008, 10", "aux_lrs": "[0.004, 0.008]"},  # adamw lr=10 diverges
-    "horizon": {"seeds": [0], "confirm_seeds": [100, 101], "budgets": [6, 12], **TUNED},
+                 "adamw_lrs": "0.008, 10", "aux_lrs": "[0.004, 0.008]", "plan_muon_lrs": "[]",
+                 "plan_adamw_lrs": "[]", "adamw_beta2s": "[0.95]", "warmup_fracs": "[0]"},  # adamw lr=10 diverges
+    "horizon": {"seeds": [0], "confirm_seeds": [100, 101], "budgets": [6, 12], "grid_points": 3,
+                "muon_centers": {"6": 0.02, "12": 0.02}, "adamw_centers": {"6": 0.008, "12": 0.008},
+                "aux_lrs": [0.008], "adamw_beta2s": [0.95], "warmup_fracs": [0.0], "adamw_beta2": 0.95,
+                "adamw_warmup": 0.0},
     "geodesic": {**S, "seeds": [0, 1], "confirm_seeds": [100, 101], "modes": ["lr"], "lr": 0.02, "aux_lr": 0.008},
     "advanced": {**S, "seeds": [0, 1], "confirm_seeds": [100, 101], "arms": ["newton_schulz", "cautious_wd"],
                  "lr": 0.02, "aux_lr": 0.008},
@@ -76,8 +80,12 @@ def test_notebooks_execute_and_render_reports(executed):
     assert "Yes: 1/1 run(s) finished" in verify and "## Routing" in verify and "| muon " in verify
     sweep = report_path(executed, "lr_sweep").read_text()
     assert "## Exploratory comparisons" in sweep and "confirmation seeds 100, 101" in sweep and "paired p" in sweep
+    assert "(exploratory: the family judges muon_vs_adamw@400 only)" in sweep  # 6 steps: no family entry
+    assert "Tuned Muon − tuned AdamW at budgets outside the family (exploratory" in report_path(executed,
+                                                                                                 "horizon").read_text()
     for name in ("horizon", "geodesic", "advanced", "lazy_projection"):  # every tuned setting says where it's from
-        assert "| muon_lr " in report_path(executed, name).read_text() and "given as a parameter" in \
+        needle = "| adamw_beta2 " if name == "horizon" else "| muon_lr "
+        assert needle in report_path(executed, name).read_text() and "given as a parameter" in \
             report_path(executed, name).read_text(), name
 
 
@@ -93,10 +101,11 @@ def test_stages_use_disjoint_seeds_and_the_confirmation_reuses_nothing_from_sele
     assert keys["muon_lr"]["value"] == 0.02 and keys["adamw_lr"]["value"] == 0.008  # lr=10 diverged: never chosen
     assert keys["aux_lr"]["stage"] == "aux" and keys["muon_lr"]["seeds"] == [0, 1]
     df = res.results("lr_sweep", "smoke", m=m)
-    assert set(df[df.arm == "adamw lr=10"].status) == {"diverged"}  # recorded, and the campaign went on
-    assert set(df[df.arm != "adamw lr=10"].status) == {"finished"}
+    bad = "adamw lr=10 beta2=0.95 warmup=0"
+    assert set(df[df.arm == bad].status) == {"diverged"}  # recorded, and the campaign went on
+    assert set(df[df.arm != bad].status) == {"finished"}
     text = report_path(executed, "lr_sweep").read_text()
-    assert "## Diverged, failed and unfinished runs" in text and "- adamw lr=10 seed 0 (`" in text
+    assert "## Diverged, failed and unfinished runs" in text and f"- {bad} seed 0 (`" in text
 
 
 def test_rerun_reuses_every_finished_run_and_renders_the_same_report(executed, monkeypatch):
@@ -183,7 +192,9 @@ def test_notebooks_are_generated_clean_and_declare_their_parameters():
     readme = (ROOT / "README.md").read_text()
     assert make_notebooks.readme(readme) == readme, "README's campaign table is stale: run notebooks/make_notebooks.py"
     p = params.defaults(campaigns.get("lr_sweep"))
-    assert 5e-4 in p["adamw_lrs"] and p["muon_lrs"] == [0.001, 0.003, 0.01, 0.023, 0.05, 0.1]
+    assert p["muon_lrs"] == [0.0115, 0.0163, 0.023, 0.0325, 0.046] and p["confirm_seeds"] == [100, 101, 102, 103,
+                                                                                              104, 105]
+    assert 5e-4 in p["plan_adamw_lrs"] and p["plan_muon_lrs"] == [0.001, 0.003, 0.01, 0.023, 0.05, 0.1]
     assert params.defaults(campaigns.get("horizon"))["budgets"] == [100, 200, 400, 800]
 
 
@@ -195,7 +206,9 @@ def test_plain_papermill_with_string_parameters(tmp_path):
            "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
     cmd = [PY, "-m", "papermill", str(C.notebook_path("lr_sweep")), str(out), "-p", "preset", "smoke",
            "-p", "muon_lrs", "[0.02]", "-p", "adamw_lrs", "[0.008]", "-p", "aux_lrs", "[0.004]", "-p", "seeds", "[0]",
-           "-p", "confirm_seeds", "[100]", "-p", "steps", "6", "-k", "python3", "--no-progress-bar", "--cwd",
+           "-p", "confirm_seeds", "[100]", "-p", "steps", "6", "-p", "plan_muon_lrs", "[]", "-p", "plan_adamw_lrs",
+           "[]", "-p", "adamw_beta2s", "[0.95]", "-p", "warmup_fracs", "[0]", "-k", "python3", "--no-progress-bar",
+           "--cwd",
            str(ROOT / "notebooks")]  # a kernel started where Jupyter starts it
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]

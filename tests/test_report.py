@@ -57,16 +57,18 @@ M = lambda lr, aux=0.004, **kw: {"optimizer": "muon", "lr": lr, "embed_lr": aux,
 A = lambda lr, **kw: {"optimizer": "adamw", "adamw_lr": lr, **kw}
 SEL = lambda *v: dict(enumerate(v))
 CONF = lambda *v: {100 + i: x for i, x in enumerate(v)}
-SWEEP_PARAMS = {"seeds": [0, 1, 2], "confirm_seeds": [100, 101, 102], "muon_lrs": [0.023, 0.05, 0.1],
+SWEEP_PARAMS = {"seeds": [0, 1], "confirm_seeds": [100, 101, 102, 103, 104, 105], "muon_lrs": [0.023, 0.05, 0.1],
                 "adamw_lrs": [0.0005, 0.004, 0.008], "aux_lrs": [0.004, 0.008], "steps": 0}
 
 
-def fake_sweep(conf_muon=(1.50, 1.52, 1.49), conf_adamw=(1.60, 1.63, 1.58)):
+def fake_sweep(conf_muon=(1.500, 1.521, 1.489), conf_adamw=(1.600, 1.620, 1.590)):
+    """lr_sweep's stages as the issue-20 design records them (narrower grids; rows without tags, as before)."""
     fake_campaign("lr_sweep", {
-        "select": {"muon lr=0.023": (M(0.023), SEL(1.60, 1.61, 1.62)),
-                   "muon lr=0.05": (M(0.05), SEL(1.55, 1.56, 1.54)),
-                   "muon lr=0.1": (M(0.1), SEL("diverged", 1.2, 1.3)),  # lowest mean, but a seed diverged
-                   "adamw lr=0.0005": (A(0.0005), SEL(2.0, 2.1, 2.05)),
+        "plan": {"adamw lr=0.0005": (A(0.0005), SEL(2.0, 2.1, 2.05))},  # the plan's Adam lr: exploratory
+        "select": {"muon lr=0.023 aux=0.008": (M(0.023, 0.008), SEL(1.60, 1.61, 1.62)),
+                   "muon lr=0.05 aux=0.008": (M(0.05, 0.008), SEL(1.55, 1.56, 1.54)),
+                   "muon lr=0.1 aux=0.008": (M(0.1, 0.008), SEL("diverged", 1.2, 1.3)),  # lowest mean, a seed diverged
+                   "adamw lr=0.002": (A(0.002), SEL(1.80, 1.82, 1.81)),
                    "adamw lr=0.004": (A(0.004), SEL(1.70, 1.72, 1.71)),
                    "adamw lr=0.008": (A(0.008), SEL(1.65, 1.66, 1.64))},
         "aux": {"muon lr=0.05 aux=0.004": (M(0.05), SEL(1.55, 1.56, 1.54)),
@@ -91,26 +93,31 @@ def test_lr_sweep_report(dirs):
                            "0.008]`.\n\n**Question.**")  # the fake records' grids are narrower than the defaults
     assert ("- regenerate: `python -m lab campaign lr_sweep --preset cpu -p muon_lrs '[0.023, 0.05, 0.1]' -p "
             "adamw_lrs '[0.0005, 0.004, 0.008]' -p aux_lrs '[0.004, 0.008]'` (reuses finished runs)") in text
-    # the headline is judged on the confirmation seeds, paired by seed, with its CI (checked against scipy)
-    d = [1.50 - 1.60, 1.52 - 1.63, 1.49 - 1.58]
-    ci = stats.ttest_rel([1.50, 1.52, 1.49], [1.60, 1.63, 1.58]).confidence_interval(0.95)
-    half = (ci.high - ci.low) / 2
-    assert (f"**Answer (at 0.8M tokens).** At 0.8M tokens (400 steps), tuned Muon beats tuned AdamW: "
-            f"Δ = {sum(d) / 3:+.4f} ± {half:.4f} nats") in text
-    assert "3 confirmation seeds" in text and "confirmation seeds 100–102" in text and "selection seeds 0–2" in text
-    assert "The best Muon lr is 0.05" in text and "The best AdamW lr is 0.008" in text
-    assert "**Grid-edge warning:** the best AdamW lr (0.008) is the highest value" in text
-    assert "The research plan's Adam lr 5e-4" in text and "aux lr 0.008" in text
+    # the headline is the family's muon_vs_adamw@400, judged on the confirmation seeds, paired by seed, with its
+    # 95% interval (checked against scipy) and its change from the gap measured before AdamW was retuned
+    mu, ad = (1.500, 1.521, 1.489), (1.600, 1.620, 1.590)
+    d = sum(m - a for m, a in zip(mu, ad)) / 3
+    ci = stats.ttest_rel(mu, ad).confidence_interval(0.95)
+    assert (f"**Answer (at 0.8M tokens).** At 0.8M tokens (400 steps), tuned Muon against the better-tuned AdamW: "
+            f"better: Δ = {d:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}] (95%) nats") in text
+    assert f"it moved by {d + 0.089:+.4f} from the -0.089 measured before" in text
+    assert "3 of 6 confirmation seeds finished, 3 pending" in text and "confirmation seeds 100–105" in text
+    assert "selection seeds 0, 1" in text
+    assert "Muon: lr 0.05; aux lr 0.008" in text and "The better-tuned AdamW: lr 0.008" in text
+    assert "**Grid edge:** the AdamW lr 0.008 is the highest value of its grid [0.002, 0.004, 0.008]" in text
     rows = comparisons(text)
-    assert len(rows) == 5  # best Muon lr, best AdamW lr, the plan's Adam lr, aux lr (selection), the headline
+    assert [r[0].split(" `")[0] for r in rows] == ["best Muon lr", "best AdamW arm", "best aux lr",
+                                                   "the plan's Adam lr"]  # exploratory: no verdicts
     assert all(len(r) == 5 for r in rows)  # comparison, seeds, Δ ± CI, p, MDE: exploratory, no Holm, no verdict
+    conf = text.split("## Confirmatory comparisons (the lab-wide family)")[1].split("\n## ")[0]
+    assert "| muon_vs_adamw@400 |" in conf and "| better " in conf
     for heading in ("## How it was measured", "## Exploratory comparisons", "## Selection grid", "## Confirmation",
                     "## Figures", "## Throughput (indicative only)", "## Diverged, failed and unfinished runs",
                     "## Environment"):
         assert heading in text, heading
-    assert "- muon lr=0.1 seed 0 (`" in text and "diverged at step 3" in text
+    assert "- muon lr=0.1 aux=0.008 seed 0 (`" in text and "diverged at step 3" in text
     assert "abc123def456" in text and "cpu: test" in text
-    for png in ("lr_sweep_curves.png", "lr_sweep_sweep.png"):
+    for png in ("lr_sweep_sweep.png", "lr_sweep_curves.png", "lr_sweep_forest.png"):
         assert (dirs / "reports" / "figs" / png).stat().st_size > 1000 and f"](figs/{png})" in text
     first = (dirs / "reports" / "figs" / "lr_sweep_sweep.png").read_bytes()
     assert R.render_report("lr_sweep", PRESET) == text  # regenerable: same records, same bytes
@@ -119,18 +126,18 @@ def test_lr_sweep_report(dirs):
 
 def test_a_reports_own_comparisons_are_exploratory(dirs):
     """Verdict words belong to the lab-wide confirmatory family (lab/family.py) only: a report's own rows carry
-    intervals and unadjusted p, no Holm over the report and no verdict column."""
+    intervals and unadjusted p, no Holm over the report and no verdict column; lr_sweep's headline is the family's
+    muon_vs_adamw@400, never a second test of the same runs."""
     fake_sweep()
     text = R.render_report("lr_sweep", PRESET)
     block = text.split("## Exploratory comparisons")[1].split("\n## ")[0]
     assert "| verdict" not in block and "Holm p" not in block and "no verdict" in block
-    head = next(r for r in comparisons(text) if r[0].startswith("tuned Muon"))
-    assert head[1] == "3 confirmation" and "wins" not in head
+    assert not [r for r in comparisons(text) if "confirmation" in r[1]]  # the confirmation runs: the family's
 
 
 @pytest.mark.parametrize("muon, adamw, expect", [
-    ((1.60, 1.50, 1.70), (1.61, 1.55, 1.68), "no significant difference between tuned Muon and tuned AdamW: Δ ="),
-    ((1.80, 1.82, 1.79), (1.60, 1.63, 1.58), "Muon loses to tuned AdamW: Δ ="),
+    ((1.60, 1.50, 1.70), (1.61, 1.55, 1.68), "tuned Muon against the better-tuned AdamW: inconclusive: Δ ="),
+    ((1.80, 1.82, 1.79), (1.60, 1.63, 1.58), "tuned Muon against the better-tuned AdamW: worse: Δ ="),
 ])
 def test_answer_sentences(dirs, muon, adamw, expect):
     fake_sweep(muon, adamw)
@@ -140,7 +147,8 @@ def test_answer_sentences(dirs, muon, adamw, expect):
 def test_one_confirmation_seed_is_not_a_test(dirs):
     fake_campaign("lr_sweep", {"confirm": {"muon": (M(0.05), CONF(1.5)), "adamw": (A(0.008), CONF(1.6))}},
                   SWEEP_PARAMS)
-    assert "on 1 confirmation seed (no test with one seed)" in R.render_report("lr_sweep", PRESET)
+    text = R.render_report("lr_sweep", PRESET)
+    assert "Δ = -0.1000 (1 seed, no interval) nats" in text
 
 
 def horizon(budgets=(100, 200, 400), muon=None, adamw=None):
@@ -156,31 +164,31 @@ def horizon(budgets=(100, 200, 400), muon=None, adamw=None):
                   + [(f"{o}_lr@{b}", lr, "select") for b in budgets for o, lr in (("muon", 0.05), ("adamw", 0.008))])
 
 
-def test_horizon_report_crossing_and_steps_to_target(dirs):
+def test_horizon_report_crossing_and_speedup(dirs):
     horizon()
     text = R.render_report("horizon", PRESET)
-    assert "Muon vs AdamW at 0.2M tokens (100 steps)" in text and "| 400 steps (0.8M tokens)" in text
-    # Δ > 0 at 100 steps, < 0 from 200 on: the curves cross between 0.2M and 0.4M tokens
-    assert "The curves cross between 0.2M and 0.4M tokens" in text
-    # Muon's curve at 400 steps: 5.5 at step 0, (5.5+1.51)/2 at 200, 1.51 at 400; AdamW's final: 1.655
-    t = horizon_mod.to_target(res.val_curves(res.results("horizon", PRESET), PRESET), "muon steps=400",
-                              "adamw steps=400", 400)
-    mid = (5.5 + 1.51) / 2
-    expect = 200 + (mid - 1.655) / (mid - 1.51) * 200
-    assert t["steps"] == pytest.approx(expect) and t["frac"] == pytest.approx(expect / 400)
-    assert t["wall"] == pytest.approx(expect / 400)  # fake elapsed_s = step
-    assert f"{expect:.0f} of 400 steps" in text
+    assert "| 400 steps (0.8M tokens)" in text and "muon_vs_adamw@200" in text  # the family's entries
+    # Δ > 0 at 100 steps, < 0 from 200 on: the mean Δ changes sign between 0.2M and 0.4M tokens
+    assert "The mean Δ changes sign between 0.2M and 0.4M tokens" in text
+    # AdamW's final loss vs tokens: 1.855 (0.2M), 1.755 (0.4M), 1.655 (0.8M). Muon's 1.71 at 0.4M lies between
+    # AdamW's 0.4M and 0.8M points: log-log interpolation gives 2^w x Muon's tokens
+    w = (math.log(1.71) - math.log(1.755)) / (math.log(1.655) - math.log(1.755))
+    rows = horizon_mod.speedup_rows(R.analyse("horizon", PRESET))
+    assert [x["token multiplier [interval]"][:6] for x in rows] == ["< 205k", f"{2 ** w:.2f}x ", "> 819k"]
+    assert "< 205k tokens" in text and "> 819k tokens" in text  # censored: never extrapolated
+    assert "steps to target" not in text.lower() and "of 400 steps" not in text  # the mid-warmdown read-off is gone
     assert "**Answer (at 0.2M–0.8M tokens).**" in text and "- Budget: 100–400 steps × 16 sequences" in text
-    assert (dirs / "reports" / "figs" / "horizon_budgets.png").exists()
+    for png in ("horizon_curves.png", "horizon_speedup.png", "horizon_forest.png"):
+        assert (dirs / "reports" / "figs" / png).exists(), png
 
 
 def test_horizon_without_crossing(dirs):
     horizon(muon={100: (1.8, 1.81), 200: (1.69, 1.70), 400: (1.5, 1.52)})  # Δ: -0.05, -0.06, -0.145
-    assert "The curves do not cross between 0.2M and 0.8M tokens: Muon is ahead at every budget measured; the " \
-           "mean gap grows with every larger budget." in R.render_report("horizon", PRESET)
+    assert "The mean Δ keeps its sign from 0.2M to 0.8M tokens: Muon is ahead on average at every budget measured; " \
+           "the mean gap grows with every larger budget." in R.render_report("horizon", PRESET)
     horizon(muon={100: (1.8, 1.81), 200: (1.6, 1.62), 400: (1.6, 1.62)})  # Δ: -0.05, -0.145, -0.045
-    assert "Muon is ahead at every budget measured; the mean gap is largest at 0.4M tokens (Δ = -0.1450) and " \
-           "smallest at 0.8M (Δ = -0.0450)." in R.render_report("horizon", PRESET)
+    assert "Muon is ahead on average at every budget measured; the mean gap is largest at 0.4M tokens " \
+           "(Δ = -0.1450) and smallest at 0.8M (Δ = -0.0450)." in R.render_report("horizon", PRESET)
 
 
 def test_a_run_without_a_final_record_adds_no_commit(dirs):
@@ -289,7 +297,7 @@ def test_a_sweep_whose_selection_is_unfinished_renders_its_leader_not_a_choice(d
         lock.release()
     assert f"seed 0 (`{running.name}`): not finished yet" in text  # the same words in progress and never started:
     assert f"seed 1 (`{missing.name}`): not finished yet" in text  # the report reads the committed records only
-    assert "At 0.8M tokens (400 steps), not measured yet." in text
+    assert "At 0.8M tokens (400 steps), tuned Muon against the better-tuned AdamW: not measured yet" in text
     assert "The Muon lr is not chosen yet (selection unfinished); on the finished runs the leader is " \
            "`muon lr=0.05`" in text
 
@@ -324,8 +332,7 @@ def test_a_record_that_does_not_say_what_a_run_did_is_named_and_counted_bad(dirs
     conf = text.split("## Confirmation")[1].split("\n## ")[0]
     assert "| muon lr=0.05 aux=0.008 |      3 |          2 |          0 |                1 |" in conf
     assert f"seed 100 (`{row['run_id']}`): invalid: {path}: {why}" in text
-    head = next(r for r in comparisons(text) if r[0].startswith("tuned Muon"))
-    assert head[1] == "2 confirmation"  # the headline pairs the two seeds that did finish, and says so
+    assert ", 2 confirmation seeds" in text.split("## How")[0]  # the headline pairs the two seeds that finished
 
 
 def test_a_manifest_that_lists_a_run_twice_or_lacks_a_key_is_named(dirs, capsys):
@@ -333,7 +340,7 @@ def test_a_manifest_that_lists_a_run_twice_or_lacks_a_key_is_named(dirs, capsys)
     path = res.manifest_path("lr_sweep", PRESET)
     m = records.read_json(path)
     records.write_json(path, {**m, "runs": [*m["runs"], m["runs"][-1]]})
-    with pytest.raises(records.CorruptRecord, match=r"run rows 29 and 30 are both stage 'confirm', arm 'adamw "
+    with pytest.raises(records.CorruptRecord, match=r"run rows 32 and 33 are both stage 'confirm', arm 'adamw "
                                                     r"lr=0.008', seed 102 \(a duplicated row\)"):
         R.render_report("lr_sweep", PRESET)
     records.write_json(path, {**m, "runs": [{k: v for k, v in m["runs"][0].items() if k != "run_id"}]})
