@@ -9,7 +9,8 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-MODELS = ("ngpt", "gated_ngpt", "gpt")
+NO_SPHERE = ("gpt", "gpt_swiglu")  # models without sphere parameters (no alpha, no projection, no geodesic)
+MODELS = ("ngpt", "gated_ngpt", "gpt", "gpt_swiglu")
 DATASETS = ("shakespeare", "fineweb")
 OPTIMIZERS = ("muon", "adamw")  # muon = hybrid SimpleMuon (hidden matrices) + AdamW (the rest); adamw = baseline
 ORTHOGONALIZERS = ("newton_schulz", "polar_express")
@@ -21,7 +22,7 @@ DTYPES = ("auto", "fp32", "bf16")
 @dataclass
 class Config:
     # --- model ---
-    model: str = "ngpt"            # ngpt | gated_ngpt | gpt (pre-norm baseline)
+    model: str = "ngpt"            # ngpt | gated_ngpt | gpt (ReLU² pre-norm) | gpt_swiglu (nGPT's matched control)
     n_layer: int = 4
     n_embd: int = 128
     n_head: int = 4
@@ -87,7 +88,7 @@ class Config:
         in whenever they differ from one CPU process in fp32 (the setting every record before them was made in)."""
         unread = _NOT_IDENTITY | (_MUON_ONLY if self.optimizer == "adamw" else {"adamw_lr"})
         unread |= set() if self.normuon else {"beta2"}
-        unread |= {"alpha_init"} if self.model == "gpt" else set()  # the GPT baseline has no eigen step sizes
+        unread |= {"alpha_init"} if self.model in NO_SPHERE else set()  # the GPT baselines have no eigen step sizes
         d = {k: v for k, v in self.to_dict().items() if k not in unread and not (k in NEUTRAL and v == NEUTRAL[k])}
         if world_size != 1:
             d["_world_size"] = int(world_size)  # global batch = world_size x batch_size x grad_accum
@@ -259,9 +260,9 @@ def validate(c: Config) -> None:
     if c.geodesic != "none" and c.optimizer != "muon":
         raise ValueError(f"config: geodesic={c.geodesic!r} needs optimizer='muon' (it is a SimpleMuon option)")
     _check_runs_dir(c.runs_dir)
-    if c.geodesic != "none" and c.model == "gpt":
+    if c.geodesic != "none" and c.model in NO_SPHERE:
         raise ValueError(f"config: geodesic={c.geodesic!r} needs a model with sphere parameters (ngpt, gated_ngpt); "
-                         "model='gpt' has none")
+                         f"model={c.model!r} has none")
 
 
 def _check_runs_dir(runs_dir: str) -> None:

@@ -70,7 +70,7 @@ COMMON = {
     "executor": Param(str, "local", "local (worker processes here) | submitit (one Slurm job per run)",
                       result_free=True, check=_choice("local", "submitit")),
     "slurm_partition": Param(str, "", "submitit: the Slurm partition; empty: the cluster default", result_free=True),
-    "gpus_per_job": Param(int, 1, "submitit: GPUs per Slurm job", result_free=True),
+    "gpus_per_job": Param(int, 1, "submitit: GPUs per Slurm job (a run of N processes has its own id: a variant)"),
     "timeout_min": Param(int, 60, "submitit: wall-clock limit of one job, minutes", result_free=True),
     "tag": Param(str, "", "a readable name for this variant (default: a hash of the non-default parameters)",
                  result_free=True, check=_tag),

@@ -165,6 +165,24 @@ def budget_figure(table: pd.DataFrame, path, title: str, delta_label: str, delta
     save(fig, path)
 
 
+def forest_figure(rows: list[tuple], delta: float, title: str, path) -> None:
+    """Forest plot: one row per comparison (key, Δ, lo, hi, level, verdict, seeds) with the ±delta band."""
+    fig, ax = plt.subplots(figsize=(7.6, 0.5 * len(rows) + 1.4))
+    ax.axvspan(-delta, delta, color="0.88", zorder=0, label=f"±δ = ±{delta:g} nats")
+    ax.axvline(0, color="grey", linewidth=0.8)
+    colour = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue", "inconclusive": "black"}
+    for i, (_, d, lo, hi, level, verdict, n) in enumerate(rows):
+        y = len(rows) - 1 - i
+        ax.errorbar([d], [y], xerr=[[d - lo], [hi - d]], fmt="o", capsize=3, color=colour.get(verdict, "black"))
+        ax.annotate(f"{verdict} ({level:.0%}, {n} seeds)", (hi, y), xytext=(6, -3), textcoords="offset points",
+                    fontsize=8)
+    ax.set_yticks(range(len(rows)), [r[0] for r in reversed(rows)])
+    ax.set(xlabel="Δ final val loss, treatment − control (nats; < 0: treatment better)", title=title)
+    ax.margins(x=0.35)
+    _legend(ax, fontsize=8, loc="lower left")
+    save(fig, path)
+
+
 def save(fig, path) -> None:
     """Write the PNG atomically (temp file + rename, like every record): a full disk never leaves a truncated
     figure behind a report that points at it."""

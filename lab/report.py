@@ -69,6 +69,7 @@ class Report:
     answer: list = field(default_factory=list)   # callables returning sentences (run after Holm)
     sections: list = field(default_factory=list)  # callables returning markdown lines
     figures: list[tuple[str, str]] = field(default_factory=list)  # (file name, caption)
+    judgements: dict = field(default_factory=dict)  # {family key: lab.stats.Judgement} of this campaign's entries
     ms, p = staticmethod(tables.ms), staticmethod(tables.p_text)  # 'mean ± std' of a row; a p-value
 
     @property
@@ -165,6 +166,38 @@ class Report:
         side = grid_edge(grid, value)
         return (f" **Grid-edge warning:** the best {what} ({value:g}) is the {side} value of its grid "
                 f"{[float(f'{g:g}') for g in grid]}: the optimum may lie beyond it; extend the grid." if side else "")
+
+    # --- the confirmatory family (lab.family): the only comparisons with verdict words ---
+    def confirmatory(self) -> dict:
+        """Judge this campaign's entries of the lab-wide family (Holm over the whole family: the other campaigns'
+        entries come from their default-parameter records) and add their table, a forest plot and the method
+        line. Returns {key: Judgement}."""
+        from lab import family
+        mine = family.of_campaign(self.name)
+        if not mine:
+            return {}
+        read = lambda name: self.df if name == self.name else results(name, self.preset)
+        judged = family.judge_all(self.preset, read)
+        self.judgements = {c.key: judged[c.key] for c in mine}
+        self.sections.append(lambda: tables.confirmatory_lines(self, mine, len(family.FAMILY)))
+        fn = self.figname("forest")
+        rows = [(c.key, j.delta, j.lo_v, j.hi_v, j.level, j.verdict, j.n) for c in mine
+                if (j := self.judgements[c.key]).n >= 2]
+        if rows:
+            plots.forest_figure(rows, family.DELTA, f"{self.module.TITLE}: confirmatory Δ ({self.budget()} tokens)",
+                                self.figdir() / fn)
+            seeds = tables.seeds_text(family.CONFIRM_SEEDS)
+            self.figures.append((fn, f"confirmatory comparisons on confirmation seeds {seeds}: "
+                                     "Δ = treatment − control with the interval at the level its verdict uses; "
+                                     f"shaded: ±δ = ±{family.DELTA:g} nats, the smallest effect of interest"))
+        return self.judgements
+
+    def verdict_text(self, key: str) -> str:
+        """'better: Δ = -0.0892 [-0.1230, -0.0554] (95%), Holm p 0.012, 6 seeds' for a family entry."""
+        j = self.judgements.get(key)
+        if j is None or j.n == 0:
+            return "not measured yet on the confirmation seeds"
+        return tables.judgement_text(j)
 
     # --- tables and figures ---
     def grid_table(self, df: pd.DataFrame, stage: str, title: str) -> None:

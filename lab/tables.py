@@ -14,7 +14,7 @@ import pandas as pd
 from lab import records
 from lab.config import get_config
 from lab.results import ROOT, arm_stats, manifest_path, runs_dir
-from lab.stats import ALPHA
+from lab.stats import ALPHA, DELTA
 
 ROLE = {"select": "selection", "aux": "selection", "confirm": "confirmation", "run": "run"}
 
@@ -81,22 +81,61 @@ def measured_lines(r) -> list[str]:
     if r.comparisons:
         lines.append("- Statistics: a seed fixes the initialization and the batch order, so arms that share a seed "
                      "are paired. Δ = treatment − baseline per seed (< 0: the treatment is better); mean Δ ± the "
-                     "half-width of its 95% t-interval; paired t-test p; Holm-adjusted p over all "
-                     f"{len(r.comparisons)} comparisons of this report; MDE = the |Δ| these seeds would detect "
-                     "with 80% power at the 5% level, from the observed spread of Δ. Comparisons on selection "
-                     "seeds of a winner picked on those seeds are optimistic for it.")
+                     "half-width of its 95% t-interval; paired t-test p; MDE = the |Δ| these seeds would detect "
+                     "with 80% power at the 5% level (noncentral t), from the observed spread of Δ. "
+                     + ("Holm-adjusted p over the comparisons of this report (an ad-hoc campaign)."
+                        if getattr(r.module, "ADHOC", False) else
+                        "This report's own comparisons are exploratory (no multiplicity adjustment, no verdict); "
+                        "verdicts come only from the lab-wide confirmatory family (lab/family.py: Holm over it, "
+                        f"smallest effect of interest δ = {DELTA:g} nats, confirmation seeds only).")
+                     + " Comparisons on selection seeds of a winner picked on those seeds are optimistic for it.")
     return ["## How it was measured", "", *lines, "", *choices_lines(r)]
 
 
 def comparisons_lines(r) -> list[str]:
+    """An ad-hoc campaign's comparisons with verdicts (Holm over the report); a lab-notebook campaign's are
+    exploratory: intervals only, no verdict words (its verdicts come from the confirmatory family)."""
     if not r.comparisons:
         return []
+    adhoc = getattr(r.module, "ADHOC", False)
     t = pd.DataFrame([{"comparison": c.label, "seeds": f"{c.c.n} {c.seeds}", "Δ ± 95% CI": c.c.fmt(),
-                       "paired p": p_text(c.c.p), "Holm p": p_text(c.p_adj),
-                       "MDE": "n/a" if math.isnan(c.c.mde) else f"{c.c.mde:.4f}", "verdict": c.verdict()}
-                      for c in r.comparisons])
-    return ["## Comparisons", "", "Δ = first − second arm (negative: the first is better). Verdicts use the "
-            f"Holm-adjusted p at the {ALPHA:.0%} level.", "", t.to_markdown(index=False), ""]
+                       "paired p": p_text(c.c.p), **({"Holm p": p_text(c.p_adj)} if adhoc else {}),
+                       "MDE": "n/a" if math.isnan(c.c.mde) else f"{c.c.mde:.4f}",
+                       **({"verdict": c.verdict()} if adhoc else {})} for c in r.comparisons])
+    if adhoc:
+        return ["## Comparisons", "", "Δ = first − second arm (negative: the first is better). Verdicts use the "
+                f"Holm-adjusted p at the {ALPHA:.0%} level.", "", t.to_markdown(index=False), ""]
+    return ["## Exploratory comparisons", "", "Δ = first − second arm (negative: the first is better), 95% "
+            "t-interval, unadjusted p. Exploratory: selection-seed rows and grids inform the picks; they carry no "
+            "verdict (the verdicts are the confirmatory table's).", "", t.to_markdown(index=False), ""]
+
+
+def judgement_text(j) -> str:
+    """'better: Δ = -0.0892 [-0.1230, -0.0554] (95%), Holm p 0.012, 6 confirmation seeds'."""
+    from lab.stats import fmt_judgement, fmt_seeds_needed
+    extra = f"; {fmt_seeds_needed(j.needed)}" if j.verdict == "inconclusive" and j.n >= 2 else ""
+    return (f"{j.verdict}: Δ = {fmt_judgement(j)} nats, Holm p {p_text(j.p_holm)}, Holm TOST p "
+            f"{p_text(j.p_tost_holm)}, {j.n} confirmation seed{'s' if j.n != 1 else ''}{extra}")
+
+
+def confirmatory_lines(r, entries, family_size: int) -> list[str]:
+    """The campaign's entries of the lab-wide confirmatory family: hypothesis, the plan's expectation, verdict."""
+    from lab.family import CONFIRM_SEEDS
+    from lab.stats import DELTA
+    rows = []
+    for c in entries:
+        j = r.judgements[c.key]
+        rows.append({"hypothesis": c.hypothesis, "plan expected": c.expectation or "-",
+                     **{k: v for k, v in j.row().items() if k not in ("p",)}})
+    return ["## Confirmatory comparisons (the lab-wide family)", "",
+            f"Declared in `lab/family.py` before the runs: {family_size} comparisons in all, Holm over that family "
+            f"only (a comparison without data counts as p = 1). Judged on the confirmation seeds "
+            f"{seeds_text(CONFIRM_SEEDS)} only. Smallest effect of interest δ = {DELTA:g} nats. Verdicts: **better** "
+            "/ **worse** (Holm p < 0.05; 95% interval), **equivalent** (both one-sided tests of |Δ| < δ, "
+            "Holm-adjusted, p < 0.05: the 90% interval lies inside ±δ), **inconclusive** (neither; the interval is "
+            "at the level matching its Holm p, and 'seeds to resolve' is estimated from the observed spread). "
+            "Δ = treatment − control (negative: the treatment reaches a lower loss).", "",
+            pd.DataFrame(rows).to_markdown(index=False), ""]
 
 
 def throughput_lines(r) -> list[str]:

@@ -1,11 +1,11 @@
-"""nGPT, gated nGPT and the GPT baseline on the `smoke` config (ALGORITHMS.md section 6.2, section 13 items 18-19)."""
+"""nGPT, gated nGPT and the GPT baselines on the `smoke` config (ALGORITHMS.md section 6.2, section 13 items 18-19)."""
 import math
 
 import pytest
 import torch
 
 from lab.config import get_config
-from lab.models import MODELS, build_model, flops_per_token, num_params
+from lab.models import MODELS, build_model, flops_per_token, num_params, param_counts
 from lab.models.ngpt import NGPT, GatedNGPT, lerp_residual, unit
 from lab.optim.sphere import max_sphere_drift, project_to_sphere
 
@@ -185,7 +185,7 @@ def test_forward_loss_at_init(name):
     assert logits.shape == (2, cfg.seq_len, cfg.vocab_size)
     assert model(idx)[1] is None
     assert abs(loss.item() - math.log(cfg.vocab_size)) < 0.5
-    assert hasattr(model, "sphere_params") == (name != "gpt")
+    assert hasattr(model, "sphere_params") == (name in ("ngpt", "gated_ngpt"))
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -221,3 +221,238 @@ def test_counts():
     assert flops_per_token(model, cfg) == 6 * (num_params(model) - V * d) + 12 * L * d * cfg.seq_len
     gated, _ = make("gated_ngpt")
     assert num_params(gated) == num_params(model) + 2 * L * d
+
+
+# --- the matched GPT control (model=gpt_swiglu): nGPT's transformer without the sphere ---
+
+SPHERELESS = ("gpt", "gpt_swiglu")
+
+
+def matrices(model) -> dict[str, tuple]:
+    """name -> shape of every hidden 2-D matrix (what the hybrid gives Muon)."""
+    return {n: tuple(p.shape) for n, p in model.named_parameters() if p.ndim == 2 and not n.startswith(("wte.", "lm_"))}
+
+
+def test_gpt_swiglu_has_ngpts_widths():
+    """Every matrix nGPT has, gpt_swiglu has under the same name and shape (and no other): same attention, same
+    SwiGLU widths (W_fc d -> 2 x 4d, W_proj 4d -> d), untied wte/lm_head. Only the 1-D parameters differ."""
+    ngpt, cfg = make("ngpt")
+    ctrl, _ = make("gpt_swiglu")
+    shapes = lambda m: {n: tuple(p.shape) for n, p in m.named_parameters() if p.ndim == 2}  # noqa: E731
+    assert shapes(ctrl) == shapes(ngpt)
+    assert ctrl.wte.weight.data_ptr() != ctrl.lm_head.weight.data_ptr()  # untied, as nGPT
+    assert ctrl.blocks[0].mlp.w_fc.weight.shape == (8 * cfg.n_embd, cfg.n_embd)
+    vectors = {n.split(".")[-2] for n, p in ctrl.named_parameters() if p.ndim == 1}
+    assert vectors == {"attn_norm", "mlp_norm", "norm_f"}  # RMSNorm gains, nothing of nGPT's scalers
+    assert not hasattr(ctrl, "sphere_params")
+
+
+def test_gpt_swiglu_attention_is_ngpts_at_sqk_one():
+    """QK-norm (RMS per head, then RoPE, scale 1/sqrt(Dh)) gives logits sqrt(Dh) cos(q, k): nGPT's attention with
+    s_qk at its init value 1 (RoPE keeps each head's norm, so normalizing before or after it is the same)."""
+    ngpt, cfg = make("ngpt")
+    ctrl, _ = make("gpt_swiglu", seed=1)
+    a, b = ngpt.blocks[0].attn, ctrl.blocks[0].attn
+    b.load_state_dict({k: v for k, v in a.state_dict().items() if k != "sqk"})
+    x = torch.randn(2, cfg.seq_len, cfg.n_embd)
+    with torch.no_grad():
+        torch.testing.assert_close(b(x), a(x), atol=1e-5, rtol=1e-5)
+        a.sqk.mul_(1.5)  # and s_qk is the difference once it moves
+        assert not torch.allclose(b(x), a(x), atol=1e-3)
+
+
+def test_gpt_swiglu_init_scale_rule():
+    """sigma = 1/sqrt(d) for wte and hidden Linears, sigma/sqrt(2L) for wo and w_proj, 1/d for lm_head; gains 1.
+    Checked at the cpu preset (d = 128, L = 4), where every matrix has >= 32k entries (std within ~2%)."""
+    torch.manual_seed(0)
+    cfg = get_config("cpu", model="gpt_swiglu")
+    model = build_model(cfg)
+    d, L = cfg.n_embd, cfg.n_layer
+    sigma = d**-0.5
+    for name, p in model.named_parameters():
+        if p.ndim == 1:
+            assert torch.equal(p, torch.ones_like(p)), name
+            continue
+        want = (sigma / d**0.5 if name.startswith("lm_head") else
+                sigma / math.sqrt(2 * L) if name.endswith(("attn.wo.weight", "mlp.w_proj.weight")) else sigma)
+        assert p.std().item() == pytest.approx(want, rel=0.03), name
+        assert abs(p.mean().item()) < 3 * want / p.numel() ** 0.5, name
+
+
+def test_gpt_swiglu_starts_where_ngpt_starts():
+    """Initial logits have nGPT's scale (std ~1/sqrt(d)), so both models start at loss ~ln V."""
+    torch.manual_seed(0)
+    cfg = get_config("cpu")
+    idx = tokens(cfg, B=4)
+    with torch.no_grad():
+        for name in ("ngpt", "gpt_swiglu"):
+            torch.manual_seed(0)
+            logits, loss = build_model(get_config("cpu", model=name))(idx, targets=idx)
+            assert logits.std().item() == pytest.approx(cfg.n_embd**-0.5, rel=0.25), name
+            assert loss.item() == pytest.approx(math.log(cfg.vocab_size), abs=0.05), name
+
+
+def test_gpt_swiglu_forward_backward_shapes():
+    model, cfg = make("gpt_swiglu")
+    idx = tokens(cfg, B=3)
+    logits, loss = model(idx[:, :-1], targets=idx[:, 1:])
+    assert logits.shape == (3, cfg.seq_len - 1, cfg.vocab_size) and loss.shape == ()
+    block = model.blocks[0]
+    x = torch.randn(3, cfg.seq_len, cfg.n_embd)
+    assert block(x).shape == x.shape and block.mlp(x).shape == x.shape and block.attn(x).shape == x.shape
+    loss.backward()
+    for n, p in model.named_parameters():
+        assert p.grad is not None and p.grad.shape == p.shape and torch.isfinite(p.grad).all(), n
+        assert p.grad.abs().sum() > 0, n  # every parameter is used
+
+
+def _reference_forward(model, idx: torch.Tensor) -> torch.Tensor:
+    """gpt_swiglu's logits re-derived in float64 from its weights, written out from the math (no module calls):
+    x = wte[idx]; per block x += Wo attn(rmsnorm(x) * g_a); x += W_proj(u * silu(v)), (u, v) = W_fc (rmsnorm(x) * g_m);
+    logits = W_lm (rmsnorm(x) * g_f). attn: q, k RMS-normalized per head, then RoPE (half-split pairs, base 1e4),
+    causal softmax(q k^T / sqrt(Dh)) v."""
+    cfg = model.config
+    W = {n: p.detach().double() for n, p in model.named_parameters()}
+    B, T = idx.shape
+    d, H = cfg.n_embd, cfg.n_head
+    Dh = d // H
+    eps = torch.finfo(torch.float32).eps  # nn.RMSNorm / F.rms_norm default for fp32 inputs
+
+    def rmsnorm(x, g=None):
+        y = x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps)
+        return y if g is None else y * g
+
+    pos = torch.arange(T, dtype=torch.float64)[:, None]  # (T, 1)
+    freq = 10000.0 ** (-torch.arange(0, Dh, 2, dtype=torch.float64) / Dh)  # (Dh/2,)
+    cos, sin = torch.cos(pos * freq), torch.sin(pos * freq)  # (T, Dh/2)
+
+    def rope(x):  # (B, H, T, Dh): channel i pairs with i + Dh/2
+        a, b = x[..., : Dh // 2], x[..., Dh // 2:]
+        return torch.cat((a * cos - b * sin, a * sin + b * cos), -1)
+
+    mask = torch.ones(T, T, dtype=torch.bool).triu(1)
+    x = W["wte.weight"][idx]  # (B, T, d)
+    for i in range(cfg.n_layer):
+        w = lambda n, i=i: W[f"blocks.{i}.{n}"]  # noqa: E731
+        h = rmsnorm(x, w("attn_norm.weight"))
+        q, k, v = ((h @ w(f"attn.{m}.weight").T).view(B, T, H, Dh).transpose(1, 2) for m in ("wq", "wk", "wv"))
+        q, k = rope(rmsnorm(q)), rope(rmsnorm(k))
+        att = (q @ k.transpose(-1, -2) / math.sqrt(Dh)).masked_fill(mask, float("-inf")).softmax(-1)
+        x = x + (att @ v).transpose(1, 2).reshape(B, T, d) @ w("attn.wo.weight").T
+        h = rmsnorm(x, w("mlp_norm.weight"))
+        uv = h @ w("mlp.w_fc.weight").T  # (B, T, 8d)
+        u, v = uv[..., : 4 * d], uv[..., 4 * d:]
+        x = x + (u * v / (1 + torch.exp(-v))) @ w("mlp.w_proj.weight").T  # u * silu(v)
+    return rmsnorm(x, W["norm_f.weight"]) @ W["lm_head.weight"].T
+
+
+def test_gpt_swiglu_matches_float64_rederivation():
+    model, cfg = make("gpt_swiglu")
+    with torch.no_grad():  # move every weight off its init (gains off 1, a non-small head) so nothing hides
+        for p in model.parameters():
+            p.add_(0.3 * p.abs().mean() * torch.randn_like(p) if p.ndim == 2 else 0.5 * torch.rand_like(p))
+    idx = tokens(cfg)
+    with torch.no_grad():
+        logits = model(idx)[0]
+    ref = _reference_forward(model, idx)
+    assert ref.abs().max() > 0.5  # a non-trivial output
+    torch.testing.assert_close(logits.double(), ref, atol=2e-5, rtol=1e-5)
+    # and the SwiGLU is u * silu(v) with u the FIRST half: swapping the halves changes the output
+    mlp, x = model.blocks[0].mlp, torch.randn(2, 3, cfg.n_embd)
+    u, v = mlp.w_fc(x).chunk(2, dim=-1)
+    with torch.no_grad():
+        torch.testing.assert_close(mlp(x), mlp.w_proj(u * torch.nn.functional.silu(v)))
+        assert not torch.allclose(mlp(x), mlp.w_proj(v * torch.nn.functional.silu(u)), atol=1e-4)
+
+
+@pytest.mark.parametrize("optimizer", ["muon", "adamw"])
+def test_gpt_swiglu_smoke_training_decreases_loss(tmp_path, optimizer):
+    """A short real run (lab.train.train, so routing, schedules and records are the campaign's) lowers val loss."""
+    from lab import records
+    from lab.train import train
+    cfg = get_config("smoke", model="gpt_swiglu", optimizer=optimizer, steps=30, val_every=10, ckpt_every=0,
+                     runs_dir=str(tmp_path / "runs"), data_dir=str(tmp_path / "data"))
+    s = train(cfg, progress=False)
+    val = [r["val_loss"] for r in records.read_metrics(tmp_path / "runs" / cfg.run_id()) if "val_loss" in r]
+    assert s["status"] == "finished" and len(val) == 4
+    assert val[0] == pytest.approx(math.log(cfg.vocab_size), abs=0.1)
+    assert val[-1] < val[0] - 1.0, val  # well past noise: from ln 256 = 5.55 to below 4.55 in 30 steps
+    print(f"\ngpt_swiglu {optimizer} smoke val loss every 10 steps: " + ", ".join(f"{v:.3f}" for v in val))
+
+
+# --- routing and parameter counts of every model (the architecture and width campaigns) ---
+
+WIDTHS = (64, 128, 256)  # the width campaign: heads of 32 dims, depth 4
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("optimizer", ["muon", "adamw"])
+def test_routing_at_the_cpu_preset(name, optimizer):
+    """Hybrid: exactly the hidden 2-D matrices go to Muon at lr; wte, lm_head and every 1-D parameter to AdamW at
+    their own lrs. AdamW baseline: everything on AdamW at adamw_lr. gpt_swiglu's Muon set is nGPT's, name for name."""
+    from lab.optim.setup import build_optimizers
+    torch.manual_seed(0)
+    cfg = get_config("cpu", model=name, optimizer=optimizer)
+    model = build_model(cfg)
+    opts, rows = build_optimizers(model, cfg)
+    assert sum(len(g["params"]) for o in opts for g in o.param_groups) == len(list(model.parameters()))
+    by_name = {r["name"]: r for r in rows}
+    assert set(by_name) == {n for n, _ in model.named_parameters()}
+    want_group = {"embed": cfg.embed_lr, "head": cfg.head_lr, "scalar": cfg.scalar_lr, "matrix": cfg.lr}
+    hidden = matrices(model)
+    for n, p in model.named_parameters():
+        r = by_name[n]
+        group = "embed" if n == "wte.weight" else "head" if n == "lm_head.weight" else \
+            "matrix" if n in hidden else "scalar"
+        assert r["group"] == group and (p.ndim == 1) == (group == "scalar"), n
+        if optimizer == "adamw":
+            assert r["optimizer"] == "adamw" and r["lr"] == cfg.adamw_lr, n
+        else:
+            assert r["optimizer"] == ("muon" if group == "matrix" else "adamw") and r["lr"] == want_group[group], n
+    on_muon = {n for n, r in by_name.items() if r["optimizer"] == "muon"}
+    assert on_muon == (set(hidden) if optimizer == "muon" else set())
+    if name in ("gpt_swiglu", "gated_ngpt"):
+        torch.manual_seed(0)
+        assert hidden == matrices(build_model(get_config("cpu")))  # nGPT's Muon matrices exactly
+
+
+def test_param_counts_at_the_cpu_preset():
+    """Parameters per model and routing group at the cpu preset (printed for reports: pytest -s). gpt_swiglu and
+    nGPT have the same hidden matrices (16 d^2 per block); they differ only in 1-D parameters: RMSNorm gains
+    (2d per block + d) vs nGPT's alpha_A, alpha_M, s_qk, s_uv (11d per block) and s_z (V); gated adds 2d per block."""
+    cfg = get_config("cpu")
+    d, V, L = cfg.n_embd, cfg.vocab_size, cfg.n_layer
+    counts = {}
+    for name in ("gpt", "gpt_swiglu", "ngpt", "gated_ngpt"):
+        model = build_model(get_config("cpu", model=name))
+        counts[name] = c = param_counts(model)
+        assert c["total"] == num_params(model) == c["embed"] + c["head"] + c["matrix"] + c["scalar"]
+        assert c["embed"] == c["head"] == V * d
+    print("\n" + "\n".join(f"{n:11s} " + "  ".join(f"{k} {v:>9,}" for k, v in c.items()) for n, c in counts.items()))
+    assert counts["gpt"]["matrix"] == L * 12 * d * d  # attention 4 d^2 + ReLU^2 MLP 8 d^2
+    assert counts["gpt_swiglu"]["matrix"] == counts["ngpt"]["matrix"] == counts["gated_ngpt"]["matrix"]
+    assert counts["ngpt"]["matrix"] == L * 16 * d * d  # attention 4 d^2 + SwiGLU 8 d^2 + 4 d^2
+    assert counts["gpt"]["scalar"] == counts["gpt_swiglu"]["scalar"] == 2 * L * d + d
+    assert counts["ngpt"]["scalar"] == 11 * L * d + V
+    assert counts["gated_ngpt"]["scalar"] == 13 * L * d + V
+    assert counts["gpt_swiglu"]["total"] == 1_115_264 and counts["ngpt"]["total"] == 1_120_000  # d=128, L=4, V=256
+    assert counts["gpt"]["total"] == 853_120 and counts["gated_ngpt"]["total"] == 1_121_024
+
+
+@pytest.mark.parametrize("name", ["ngpt", "gpt_swiglu", "gated_ngpt"])
+@pytest.mark.parametrize("width", WIDTHS)
+def test_width_campaign_configs_build_and_route(name, width):
+    """n_embd 64/128/256 with n_head = n_embd // 32 at the cpu preset: valid configs, heads of 32 dims, Muon gets
+    exactly the 16 d^2-per-block hidden matrices, the model starts at loss ~ln V."""
+    from lab.optim.setup import build_optimizers
+    cfg = get_config("cpu", model=name, n_embd=width, n_head=width // 32, n_layer=4)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert model.blocks[0].attn.d_head == 32 and len(model.blocks) == 4
+    _, rows = build_optimizers(model, cfg)
+    muon_rows = [r for r in rows if r["optimizer"] == "muon"]
+    assert {r["name"] for r in muon_rows} == set(matrices(model))
+    assert sum(math.prod(r["shape"]) for r in muon_rows) == param_counts(model)["matrix"] == 4 * 16 * width**2
+    idx = tokens(cfg, B=1)
+    with torch.no_grad():
+        assert model(idx, targets=idx)[1].item() == pytest.approx(math.log(cfg.vocab_size), abs=0.1)

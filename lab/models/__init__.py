@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from lab.models.gpt import GPT
+from lab.models.gpt import GPT, SwiGLUGPT
 from lab.models.ngpt import NGPT, GatedNGPT
 
-MODELS = {"ngpt": NGPT, "gated_ngpt": GatedNGPT, "gpt": GPT}
+MODELS = {"ngpt": NGPT, "gated_ngpt": GatedNGPT, "gpt": GPT, "gpt_swiglu": SwiGLUGPT}
 
 
 def build_model(config) -> nn.Module:
@@ -20,6 +20,17 @@ def build_model(config) -> nn.Module:
 
 def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def param_counts(model: nn.Module) -> dict[str, int]:
+    """Parameters by routing group (lab.optim.setup.param_kind): embed (wte), head (lm_head), matrix (hidden 2-D
+    matrices, Muon's in the hybrid), scalar (1-D: gains, alphas, scalers, gates), and their total."""
+    from lab.optim.setup import param_kind  # here: lab.optim imports lab.models
+
+    counts = dict.fromkeys(("embed", "head", "matrix", "scalar"), 0)
+    for name, p in model.named_parameters():
+        counts[param_kind(name, p)] += p.numel()
+    return {**counts, "total": sum(counts.values())}
 
 
 def flops_per_token(model: nn.Module, config) -> int:
