@@ -89,7 +89,16 @@ def check_family(name: str, df) -> None:
 
 
 def report_text(name: str) -> str:
-    return (res.reports_dir("smoke") / C.campaigns.get(name).REPORT).read_text()
+    """The rendered report; verdict words only in the family's table and sentences, never on exploratory rows."""
+    text = (res.reports_dir("smoke") / C.campaigns.get(name).REPORT).read_text()
+    answer = text.split("**Answer", 1)[1].split("\n", 1)[0]
+    explore = text.split("## Exploratory comparisons", 1)[1].split("\n## ", 1)[0]
+    assert "## Confirmatory comparisons (the lab-wide family)" in text and f"{name}_forest.png" in text
+    table = "\n".join(x for x in explore.splitlines() if x.startswith("|"))
+    assert table and not any(w in table for w in ("verdict", "significant", "wins", "loses"))
+    assert "significant" not in answer
+    assert answer.count("(the plan expected: ") == len(family.of_campaign(name))
+    return text
 
 
 def test_sqrt2_ladder_extends_onto_its_own_rounded_values():

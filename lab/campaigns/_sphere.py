@@ -45,38 +45,9 @@ def tune(g, stage: str, grids: dict, arm, name, seeds, beyond=beyond_sqrt2):
 
 # --- reports ------------------------------------------------------------------------------------------------------
 
-def confirmatory(r) -> dict:
-    """This campaign's entries of the lab-wide family judged ({key: lab.stats.Judgement}): Report.confirmatory adds
-    their table, forest plot and method line. A lab.report without it (before the family's report code) gets the
-    judgements and a plain table here."""
-    if hasattr(r, "confirmatory"):
-        return r.confirmatory()
-    import pandas as pd
-
-    from lab.results import results
-    mine = family.of_campaign(r.name)
-    judged = family.judge_all(r.preset, lambda n: r.df if n == r.name else results(n, r.preset))
-    r.judgements = {c.key: judged[c.key] for c in mine}
-    r.sections.append(lambda: ["## Confirmatory comparisons (the lab-wide family)", "", pd.DataFrame(
-        [{"hypothesis": c.hypothesis, "plan expected": c.expectation, **r.judgements[c.key].row()} for c in mine]
-    ).to_markdown(index=False), ""])
-    return r.judgements
-
-
-def verdict(r, key: str) -> str:
-    """'better: Δ = ... nats, Holm p ..., 6 confirmation seeds' for a family entry of this report."""
-    if hasattr(r, "verdict_text"):
-        return r.verdict_text(key)
-    from lab.stats import fmt_judgement
-    j = getattr(r, "judgements", {}).get(key)
-    if j is None or j.n == 0:
-        return "not measured yet on the confirmation seeds"
-    return f"{j.verdict}: Δ = {fmt_judgement(j)} nats, Holm p {j.p_holm:.2g}, {j.n} confirmation seed(s)"
-
-
 def judged(r, key: str, what: str) -> str:
     """One sentence per family entry: what, its verdict and numbers, and what the plan expected."""
-    return f"{what[:1].upper()}{what[1:]}: {verdict(r, key)} (the plan expected: {family.entry(key).expectation})."
+    return f"{what[:1].upper()}{what[1:]}: {r.verdict_text(key)} (the plan expected: {family.entry(key).expectation})."
 
 
 def explore(r, treat: str | None, base: str | None, stage: str, label: str | None = None, key: str = "",
@@ -168,10 +139,6 @@ def curves(r, df, baseline: str | None, what: str, lead: str) -> None:
                      f"seeds, {band}; y-range: the last two-thirds of training)"
                      + (f", and the Δ against `{baseline}` paired by seed" if baseline else "")
                      + (f"; not drawn (more than {MAX_LINES} lines): {', '.join(left)}" if left else ""))
-
-
-def plan_expectation(key: str) -> str:
-    return family.entry(key).expectation
 
 
 def seeds_of(df) -> str:

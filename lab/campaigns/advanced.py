@@ -124,7 +124,7 @@ def analyse(r) -> None:
     from lab.campaigns import _sphere as S
     sel, dec, nlr, conf = r.stage("select"), r.stage("decay"), r.stage("normuon_lr"), r.stage("confirm")
     wds = S.param(r, "weight_decays")
-    S.confirmatory(r)
+    r.confirmatory()  # the family's entries: four-way verdicts, table, forest plot
     # exploratory rows: intervals only, no verdict words
     base = S.arm_or_none(r, sel, feature=BASELINE)
     combos = {arm: S.explore(r, arm, base, "select", f"`{arm}` vs `{base}` (combinations)")

@@ -66,7 +66,7 @@ def analyse(r) -> None:
     from lab.campaigns import _sphere as S
     sel, conf = r.stage("select"), r.stage("confirm")
     modes = S.param(r, "modes")
-    S.confirmatory(r)
+    r.confirmatory()  # the family's entries: four-way verdicts, table, forest plot
     lrs = sorted({t["lr"] for t in r.select(sel, mode="none").tags})
     for m in modes:  # exploratory: the same lr (a different turning angle), on the selection seeds
         for x in lrs:

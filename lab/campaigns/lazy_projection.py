@@ -117,7 +117,7 @@ def _drift_lines(r) -> list[str]:
 def analyse(r) -> None:
     from lab.campaigns import _sphere as S
     sel, tun, conf = r.stage("select"), r.stage("tune"), r.stage("confirm")
-    S.confirmatory(r)
+    r.confirmatory()  # the family's entries: four-way verdicts, table, forest plot
     ks = sorted({int(t["every"]) for t in sel.tags}) if len(sel) else []
     fixed = {}
     for k in ks[1:]:  # exploratory, at the fixed (tuned every-step) lr
