@@ -13,7 +13,7 @@ NO_SPHERE = ("gpt", "gpt_swiglu")  # models without sphere parameters (no alpha,
 MODELS = ("ngpt", "gated_ngpt", "gpt", "gpt_swiglu")
 DATASETS = ("shakespeare", "fineweb")
 OPTIMIZERS = ("muon", "adamw")  # muon = hybrid SimpleMuon (hidden matrices) + AdamW (the rest); adamw = baseline
-ORTHOGONALIZERS = ("newton_schulz", "polar_express")
+ORTHOGONALIZERS = ("newton_schulz", "polar_express", "gram_newton_schulz")
 GEODESIC = ("none", "lr", "lr_norm")
 WANDB_MODES = ("disabled", "offline", "online")
 DTYPES = ("auto", "fp32", "bf16")

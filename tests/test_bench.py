@@ -9,7 +9,8 @@ import torch
 from lab import bench
 from lab.cli import main
 
-SECTIONS = ["## 1. Orthogonalization", "## 2. Optimizer step overhead", "## 3. Training loop overhead", "## 4. CUDA"]
+SECTIONS = ["## 1. Orthogonalization", "## 2. Optimizer step overhead", "## 3. Whole training step",
+            "## 4. Multi-GPU traffic", "## 5. Training loop overhead", "## 6. CUDA"]
 FIGS = ["bench_scalar_maps.png", "bench_ortho_tradeoff.png", "bench_optimizer.png"]
 
 
@@ -20,8 +21,9 @@ def _section(text: str, heading: str) -> str:
 
 
 def _headline_numbers(section: str) -> list[float]:
-    line = next(ln for ln in section.splitlines() if ln.startswith("**Headline:**"))
-    return [float(x) for x in re.findall(r"\*\*([-+0-9.eE]+|nan)x?\*\*", line)]
+    """The bold numbers of every headline paragraph of a section (a paragraph may wrap over several lines)."""
+    paragraphs = [p.strip() for p in section.split("\n\n") if p.strip().startswith("**Headline:**")]
+    return [float(x) for p in paragraphs for x in re.findall(r"\*\*([-+0-9.eE]+|nan)x?\*\*", p)]
 
 
 def test_all_benchmarks_tiny(dirs):
@@ -42,28 +44,38 @@ def test_all_benchmarks_tiny(dirs):
 
     ortho = _section(text, SECTIONS[0])
     nums = _headline_numbers(ortho)
-    assert len(nums) == 3 and all(math.isfinite(x) and x > 0 for x in nums)  # dist ratios and cost ratio
+    assert len(nums) == 3 + 4 and all(math.isfinite(x) and x > 0 for x in nums)  # PE/NS; stacked, Gram (time, dist)
     assert "| shape" in ortho and "x AdamW" in ortho and "gauss dist" in ortho and "ill dist" in ortho
+    for row in ("standard per-matrix", "stacked", "Gram + stacked", "identical (torch.equal)", "bf16 dist gauss"):
+        assert row in ortho
     opt = _section(text, SECTIONS[1])
     nums = _headline_numbers(opt)
     assert len(nums) == 2 and all(math.isfinite(x) and x > 0 for x in nums)
-    for arm in ("AdamW (baseline, all params)", "Muon NS5 + AdamW", "Muon PE5 + AdamW", "NorMuon NS5 + AdamW",
-                "torch.optim.Muon + AdamW"):
+    for arm in ("AdamW (baseline, all params)", "Muon NS5 + AdamW", "Muon PE5 + AdamW", "Muon Gram-NS5 + AdamW",
+                "NorMuon NS5 + AdamW", "torch.optim.Muon + AdamW"):
         assert arm in opt
     assert "state bytes / param byte" in opt
-    loop = _section(text, SECTIONS[2])
+    step = _section(text, SECTIONS[2])
+    nums = _headline_numbers(step)
+    assert len(nums) == 4 and all(math.isfinite(x) and x > 0 for x in nums)  # ratios and shares, before and after
+    assert "per matrix (before)" in step and "stacked (after)" in step and "shared" in step
+    traffic = _section(text, SECTIONS[3])
+    nums = _headline_numbers(traffic)
+    assert len(nums) == 2 and all(math.isfinite(x) and x > 0 for x in nums)  # bytes per parameter before, after
+    assert "| before" in traffic and "| after" in traffic
+    loop = _section(text, SECTIONS[4])
     (ratio,) = _headline_numbers(loop)
     assert math.isfinite(ratio) and ratio > 0
     assert "| True" in loop  # the bare loop computes exactly what lab.train computes
     assert "Sample efficiency" not in text  # steps-to-target lives in the horizon report
-    cuda = _section(text, SECTIONS[3])
+    cuda = _section(text, SECTIONS[5])
     if not torch.cuda.is_available():
         assert "skipped: no CUDA" in cuda
 
     # a subset replaces only its own sections
     bench.run_benchmarks(["cuda"], size="tiny")
     again = report.read_text()
-    assert _section(again, SECTIONS[0]) == ortho and _section(again, SECTIONS[2]) == loop
+    assert _section(again, SECTIONS[0]) == ortho and _section(again, SECTIONS[4]) == loop
     assert (real.stat().st_mtime_ns if real.exists() else None) == before  # reports/BENCHMARKS.md untouched
 
 

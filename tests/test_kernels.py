@@ -15,7 +15,9 @@ from lab.optim import kernels  # noqa: E402
 from lab.optim.orthogonalize import (  # noqa: E402
     NEWTON_SCHULZ_COEFFS,
     POLAR_EXPRESS_COEFFS,
+    _gram_quintic,
     _quintic,
+    gram_newton_schulz,
     polar_express,
 )
 
@@ -116,10 +118,22 @@ def test_quintic_kernel_path_matches_torch(shape, coeffs):
                                atol=1e-4, rtol=1e-4)
 
 
-def test_polar_express_uses_kernels_only_on_cuda(monkeypatch):
-    """On CPU tensors the public function takes the torch path even with use_kernels=True."""
+@pytest.mark.parametrize("shape", [(32, 96), (96, 32), (2, 24, 64)])
+def test_gram_quintic_kernel_path_matches_torch(shape):
+    """Gram Newton-Schulz with the XXT kernel forming every Gram matrix == the pure torch loop (wide, tall, batched)."""
+    G = gaussian(*shape, seed=2)
+    X = G.reshape(-1, *shape[-2:])
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    coeffs = [NEWTON_SCHULZ_COEFFS] * 5
+    torch.testing.assert_close(_gram_quintic(X, coeffs, fused=True), _gram_quintic(X, coeffs, fused=False),
+                               atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("orth", [polar_express, gram_newton_schulz], ids=lambda f: f.__name__)
+def test_orthogonalizers_use_kernels_only_on_cuda(monkeypatch, orth):
+    """On CPU tensors the public functions take the torch path even with use_kernels=True."""
     def boom(*args, **kwargs):
         raise AssertionError("kernel called on a CPU tensor")
     monkeypatch.setattr(kernels, "xxt", boom)
     monkeypatch.setattr(kernels, "ba_plus_caa", boom)
-    polar_express(gaussian(16, 24), use_kernels=True)
+    orth(gaussian(16, 48), use_kernels=True)

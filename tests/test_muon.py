@@ -8,6 +8,7 @@ from lab.config import get_config
 from lab.models import build_model
 from lab.optim import SimpleMuon, build_optimizers
 from lab.optim.muon import normuon_scale
+from lab.optim.orthogonalize import ORTHOGONALIZERS
 from lab.optim.schedules import lr_multiplier, muon_momentum, weight_decay_multiplier
 from lab.optim.setup import CautiousAdamW
 from lab.optim.sphere import geodesic_step, project_to_sphere
@@ -308,6 +309,75 @@ def test_geodesic_refused_without_sphere_params():
     cfg.geodesic = "lr"  # bypass the config check: the optimizer refuses too
     with pytest.raises(ValueError, match="sphere"):
         build_optimizers(model, cfg)
+
+
+# --- stacked orthogonalization: one batched call per shape, bit-identical to one call per matrix ---
+
+def _per_matrix_direction(opt: SimpleMuon, p, group):
+    """SimpleMuon.direction as it was before stacking (one orthogonalizer call per matrix), copied verbatim."""
+    state = opt.state[p]
+    g = p.grad.float()
+    if "momentum_buffer" not in state:
+        state["momentum_buffer"] = torch.zeros_like(g)
+    buf = state["momentum_buffer"]
+    mu = group["momentum"]
+    buf.lerp_(g, 1 - mu)
+    m = g.lerp(buf, mu) if group["nesterov"] else buf
+    orth = ORTHOGONALIZERS[group["orthogonalizer"]]
+    dtype = opt.ortho_dtype or (torch.bfloat16 if m.is_cuda else torch.float32)
+    O = orth(m.to(dtype), steps=group["ns_steps"], use_kernels=group["use_kernels"]).float()
+    if group["normuon"]:
+        if "second_moment" not in state:
+            red_shape = (O.size(0), 1) if O.size(0) >= O.size(1) else (1, O.size(1))
+            state["second_moment"] = torch.zeros(red_shape, dtype=torch.float32, device=O.device)
+        O = normuon_scale(O, state["second_moment"], group["beta2"])
+    return O * max(1.0, p.size(0) / p.size(1)) ** 0.5
+
+
+@torch.no_grad()
+def _per_matrix_step(opt: SimpleMuon) -> None:
+    for group in opt.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                opt.apply_update(p, _per_matrix_direction(opt, p, group), group)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(),
+    dict(orthogonalizer="polar_express", normuon=True, weight_decay=0.1, cautious_wd=True, nesterov=False),
+    dict(orthogonalizer="gram_newton_schulz", geodesic="lr_norm", normuon=True),
+], ids=["newton_schulz", "polar_express+normuon+cwd", "gram+geodesic"])
+def test_stacked_step_is_bit_identical_to_one_call_per_matrix(overrides):
+    """The cpu preset model's 24 Muon matrices (16 x 128x128, 4 x 1024x128, 4 x 128x512 in two sphere groups):
+    4 steps of SimpleMuon.step (stacked by shape) == the per-matrix path on the same gradients, torch.equal on
+    every weight and every state tensor (CPU, fp32)."""
+    cfg = get_config("cpu", **overrides)
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(build_model(cfg))
+    opts = [build_optimizers(m, cfg)[0][0] for m in models]
+    init = {n: p.detach().clone() for n, p in models[0].named_parameters()}
+    assert sum(len(g["params"]) for g in opts[0].param_groups) == 24 and len(opts[0].param_groups) == 2
+    gen = torch.Generator().manual_seed(1)
+    for step in range(4):
+        grads = [torch.randn(p.shape, generator=gen) * 1e-2 for p in models[0].parameters()]
+        for m in models:
+            for p, g in zip(m.parameters(), grads):
+                p.grad = g.clone()
+        for ga, gb in zip(opts[0].param_groups, opts[1].param_groups):
+            ga["lr"] = gb["lr"] = ga["initial_lr"] * (1 - 0.1 * step)  # a schedule, as train.py sets it
+        opts[0].step()
+        _per_matrix_step(opts[1])
+    moved = 0
+    for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
+        assert torch.equal(a, b), name
+        moved += not torch.equal(a, init[name])
+    assert moved == 24  # every Muon matrix moved (AdamW's parameters are not stepped here)
+    sa, sb = opts[0].state_dict()["state"], opts[1].state_dict()["state"]
+    assert sa.keys() == sb.keys() == set(range(24))
+    for i in sa:
+        assert sa[i].keys() == sb[i].keys() and all(torch.equal(sa[i][k], sb[i][k]) for k in sa[i])
 
 
 # --- routing (ALGORITHMS.md 12, 13.17) ---

@@ -6,8 +6,24 @@ import numpy as np
 import pytest
 import torch
 
-from lab.optim import ORTHOGONALIZERS, exact_polar, newton_schulz, polar_express, polar_express_coefficients
-from lab.optim.orthogonalize import NEWTON_SCHULZ_COEFFS, POLAR_EXPRESS_COEFFS, _first_coeffs, _quintic
+from lab.bench.orthogonalize import _ill_conditioned
+from lab.optim import (
+    ORTHOGONALIZERS,
+    exact_polar,
+    gram_newton_schulz,
+    newton_schulz,
+    polar_express,
+    polar_express_coefficients,
+)
+from lab.optim.orthogonalize import (
+    NEWTON_SCHULZ_COEFFS,
+    POLAR_EXPRESS_COEFFS,
+    _first_coeffs,
+    _gram_quintic,
+    _quintic,
+    gram_restarts,
+    orthogonalize_flops,
+)
 
 ORTHS = [polar_express, newton_schulz]
 SIGMA_RANGE = {polar_express: (0.85, 1.15), newton_schulz: (0.68, 1.2)}  # 5 steps, Gaussian inputs
@@ -123,7 +139,10 @@ def test_zero_matrix_and_shapes(orth, dtype):
 
 
 def test_orthogonalizers_dict():
-    assert ORTHOGONALIZERS == {"newton_schulz": newton_schulz, "polar_express": polar_express}
+    assert ORTHOGONALIZERS == {"newton_schulz": newton_schulz, "polar_express": polar_express,
+                               "gram_newton_schulz": gram_newton_schulz}
+    from lab.config import ORTHOGONALIZERS as CONFIG_CHOICES
+    assert set(CONFIG_CHOICES) == set(ORTHOGONALIZERS)  # every one selectable in a config, and only those
 
 
 def test_polar_express_steps_use_first_tuples_then_repeat_last():
@@ -165,3 +184,93 @@ def test_newton_schulz_scalar_map():
                                rtol=0, atol=1e-15)
     out = scalar_map([NEWTON_SCHULZ_COEFFS] * 5, sigma)
     assert 0.68 <= out.min() and out.max() <= 1.21, (out.min(), out.max())
+
+
+# --- Gram Newton-Schulz: newton_schulz's result from the small Gram matrix ---------------------------------------
+
+GRAM_SHAPES = [(1024, 128), (128, 512), (96, 32), (2, 40, 120)]  # the cpu preset's w_fc and w_proj, tall, batched
+
+
+def _dist(O: torch.Tensor, P: torch.Tensor) -> float:
+    return ((O.double() - P.double()).norm() / P.double().norm()).item()
+
+
+@pytest.mark.parametrize("shape", GRAM_SHAPES, ids=str)
+def test_gram_newton_schulz_agrees_with_newton_schulz_in_fp32(shape):
+    """Same polynomial, different evaluation order: equal to fp32 rounding (~1e-6), for every matrix of a batch."""
+    G = gaussian(*shape, seed=5)
+    ours, ref = gram_newton_schulz(G), newton_schulz(G)
+    assert ours.shape == G.shape and ours.dtype == G.dtype
+    rel = ((ours - ref).norm() / ref.norm()).item()
+    print(f"\n{shape}: ||gram - ns|| / ||ns|| = {rel:.2e}")
+    assert rel < 5e-6
+    for steps in (1, 3, 4, 7):  # no restart, a restart at the last step, one, two
+        torch.testing.assert_close(gram_newton_schulz(G, steps=steps), newton_schulz(G, steps=steps),
+                                   atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(1024, 128), (128, 512)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_gram_newton_schulz_is_as_close_to_the_polar_factor_as_newton_schulz(shape, dtype):
+    """Distance to the exact polar factor (float64 SVD), Gaussian and ill-conditioned (kappa 1e3, as the
+    orthogonalization benchmark): within 1.1x of standard Newton-Schulz's distance in fp32 and bf16."""
+    gen = torch.Generator().manual_seed(0)
+    Gg = torch.randn(shape, generator=gen, dtype=torch.float64)
+    Gi, Pi = _ill_conditioned(shape, 1e3, gen)
+    for kind, G, P in (("gauss", Gg, exact_polar(Gg)), ("ill", Gi, Pi)):
+        X = G.to(dtype)
+        ours, ref = _dist(gram_newton_schulz(X), P), _dist(newton_schulz(X), P)
+        print(f"\n{shape} {dtype} {kind}: gram {ours:.4f}, ns {ref:.4f} (ratio {ours / ref:.3f})")
+        assert ours <= 1.1 * ref
+
+
+def test_gram_restart_is_what_keeps_bf16_accurate():
+    """Without the restart the bf16 Gram iteration loses an ill-conditioned matrix's small singular values
+    (distance ~1.7); with it (after the third step), it is within 1.1x of standard Newton-Schulz."""
+    assert gram_restarts(5) == (3,) and gram_restarts(3) == () and gram_restarts(12) == (3, 5, 7, 9, 11)
+    G, P = _ill_conditioned((1024, 128), 1e3, torch.Generator().manual_seed(0))
+    X = G.bfloat16()
+    X = (X / (X.norm() + 1e-7)).unsqueeze(0)
+    coeffs = [NEWTON_SCHULZ_COEFFS] * 5
+    ref = _dist(newton_schulz(G.bfloat16()), P)
+    assert _dist(_gram_quintic(X, coeffs)[0], P) <= 1.1 * ref
+    assert _dist(_gram_quintic(X, coeffs, restarts=())[0], P) > 2 * ref
+
+
+@pytest.mark.parametrize("steps", [6, 8, 12])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_gram_longer_schedules_restart_often_enough(steps, dtype):
+    """One restart is not enough beyond 5 steps (bf16 diverges from 6 steps on, fp32 at 12 on kappa 1e6): with a
+    restart every second step the distance stays within 1.1x of standard Newton-Schulz's, finite."""
+    G, P = _ill_conditioned((256, 64), 1e6, torch.Generator().manual_seed(3))
+    X = G.to(dtype)
+    ours, ref = _dist(gram_newton_schulz(X, steps=steps), P), _dist(newton_schulz(X, steps=steps), P)
+    assert ours <= 1.1 * ref, (ours, ref)
+
+
+@pytest.mark.parametrize("shape", [(48, 48), (48, 80), (80, 48)], ids=str)
+def test_gram_newton_schulz_keeps_the_standard_loop_below_aspect_2(shape):
+    G = gaussian(3, *shape, seed=6)
+    assert torch.equal(gram_newton_schulz(G), newton_schulz(G))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gram_zero_matrix_and_scale_invariance(dtype):
+    Z = torch.zeros(2, 16, 48, dtype=dtype)
+    Z[1] = gaussian(16, 48, dtype=dtype)
+    Y = gram_newton_schulz(Z)
+    assert Y.dtype == dtype and torch.isfinite(Y).all()
+    assert torch.equal(Y[0], torch.zeros_like(Y[0])) and Y[1].abs().max() > 0.1
+    G = gaussian(96, 24, seed=7)
+    torch.testing.assert_close(gram_newton_schulz(3.7 * G), gram_newton_schulz(G), atol=2e-5, rtol=1e-5)
+
+
+def test_orthogonalize_flops():
+    """Counted from the loop structure: per 5 steps in k^3 multiply-adds, 10 r + 5 standard and 4 r + 14 Gram."""
+    k = 128
+    for r in (2, 4, 8):
+        assert orthogonalize_flops((r * k, k)) == orthogonalize_flops((k, r * k)) == 2 * (10 * r + 5) * k**3
+        assert orthogonalize_flops((r * k, k), "gram_newton_schulz") == 2 * (4 * r + 14) * k**3
+    assert orthogonalize_flops((k, k), "gram_newton_schulz") == orthogonalize_flops((k, k)) == 2 * 15 * k**3
+    assert orthogonalize_flops((k, k), "polar_express", steps=3) == 2 * 9 * k**3
+    assert orthogonalize_flops((2 * k, k), "gram_newton_schulz", steps=1) == 2 * (2 * 2 + 1) * k**3  # R, Z, Q X

@@ -398,3 +398,36 @@ def test_figures_are_written_atomically(dirs, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         R.render_report("lr_sweep", PRESET)
     assert png.read_bytes() == before and not [p for p in png.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_confirmatory_renders_the_familys_verdicts(dirs, monkeypatch):
+    """r.confirmatory(): the campaign's entries of lab/family.py judged with Holm over the whole family (here only
+    lazy_projection has records: every other entry counts as p = 1), a table with the four-way verdicts, the interval
+    at the verdict's level, and a forest plot."""
+    from lab.campaigns import lazy_projection as lazy
+    from lab.stats import Family, interaction, paired
+    mk = lambda opt, k: {"optimizer": opt, "project_every": k}
+    six = lambda base, noise: {100 + i: base + 0.01 * (i % 3) + e for i, e in enumerate(noise)}
+    wobble = (0.002, -0.001, 0.0015, -0.0005, 0.001, -0.002)
+    losses = {("muon", 1): six(1.500, [0] * 6), ("muon", 3): six(1.480, wobble), ("muon", 7): six(1.500, wobble),
+              ("adamw", 1): six(1.600, [0] * 6), ("adamw", 7): six(1.640, wobble[::-1])}
+    fake_campaign("lazy_projection", {"confirm": {f"{o} every={k}": (mk(o, k), v) for (o, k), v in losses.items()}},
+                  {"seeds": [0, 1], "confirm_seeds": family.CONFIRM_SEEDS})
+    real = lazy.analyse
+    monkeypatch.setattr(lazy, "analyse", lambda r: (real(r), r.confirmatory()))
+    text = R.render_report("lazy_projection", PRESET)
+    block = text.split("## Confirmatory comparisons (the lab-wide family)")[1].split("\n## ")[0]
+    expect = Family(tuple(family.KEYS)).judge({
+        "lazy_every_3": paired(losses["muon", 3], losses["muon", 1]),
+        "lazy_every_7": paired(losses["muon", 7], losses["muon", 1]),
+        "lazy_interaction_7": interaction(losses["muon", 7], losses["muon", 1], losses["adamw", 7],
+                                          losses["adamw", 1])})
+    got = {j.name: j for j in expect}
+    assert got["lazy_every_3"].verdict == "better" and got["lazy_every_7"].verdict == "equivalent"
+    for key in ("lazy_every_3", "lazy_every_7", "lazy_interaction_7"):
+        row = got[key].row()
+        assert f"| {row['Δ [interval]']} " in block.replace("  ", " ") or row["Δ [interval]"] in block, key
+        assert row["verdict"] in block
+    assert f"{len(family.FAMILY)} comparisons in all" in block and "δ = 0.01 nats" in block
+    assert (dirs / "reports" / "figs" / "lazy_projection_forest.png").stat().st_size > 1000
+    assert "](figs/lazy_projection_forest.png)" in text

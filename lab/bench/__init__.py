@@ -2,8 +2,11 @@
 
 One module per benchmark (lab/bench/<name>.py, a function Ctx -> markdown section), shared helpers in common.py:
 
-    orthogonalization   accuracy vs cost of newton_schulz / polar_express at 3..8 steps against the exact polar factor
+    orthogonalization   accuracy vs cost of newton_schulz / polar_express at 3..8 steps against the exact polar factor;
+                        per-matrix vs stacked vs Gram Newton-Schulz on the real sets of matrices
     optimizer           optimizer step time and state memory on the real parameter set, as a ratio to AdamW
+    step                the whole training step, Muon vs AdamW, and the orthogonalization's share, before and after
+    traffic             bytes per parameter per step on N ranks (the byte accounting; no GPU needed)
     loop                tokens/s of lab.train.train against a bare training loop written here (same work)
     cuda                Triton kernels vs torch, Polar Express with/without kernels, MFU of the h100 preset (CUDA only)
 
@@ -37,6 +40,8 @@ from lab.bench.cuda import bench_cuda
 from lab.bench.loop import bench_loop
 from lab.bench.optimizer import bench_optimizer
 from lab.bench.orthogonalize import bench_orthogonalization
+from lab.bench.step import bench_step
+from lab.bench.traffic import bench_traffic
 
 __all__ = ["BENCHMARKS", "ROOT", "SIZES", "Ctx", "RUNNERS", "run_benchmarks"]
 
@@ -44,8 +49,8 @@ __all__ = ["BENCHMARKS", "ROOT", "SIZES", "Ctx", "RUNNERS", "run_benchmarks"]
 # -----------------------------------------------------------------------------------------------------------------
 # the report
 
-RUNNERS = {"orthogonalization": bench_orthogonalization, "optimizer": bench_optimizer, "loop": bench_loop,
-           "cuda": bench_cuda}
+RUNNERS = {"orthogonalization": bench_orthogonalization, "optimizer": bench_optimizer, "step": bench_step,
+           "traffic": bench_traffic, "loop": bench_loop, "cuda": bench_cuda}
 _BLOCK = re.compile(r"<!-- bench:(\w+) (\{.*?\}) -->\n(.*?)<!-- /bench:\1 -->", re.S)
 
 
@@ -65,7 +70,9 @@ def _read_sections(path: Path) -> dict:
 def _header(dev: torch.device, size: str, threads_why: str) -> str:
     v = records.versions()
     commit = records._git("rev-parse", "--short=12", "HEAD") or "unknown"
-    dirty = records._git("status", "--porcelain", "--untracked-files=no")
+    # tracked code only: reports/ and runs/ are what the lab writes itself (this report included)
+    dirty = records._git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)reports",
+                         ":(exclude)runs")
     cap = torch.backends.cpu.get_cpu_capability()
     info = pd.DataFrame([
         {"": "date", "value": datetime.datetime.now().astimezone().isoformat(timespec="seconds")},

@@ -40,6 +40,7 @@ def _optimizer_arms(model, preset: str, overrides: dict, torch_muon: bool) -> tu
     arms = {"AdamW (baseline, all params)": build_optimizers(model, cfg(optimizer="adamw"))[0]}
     hybrid = {"Muon NS5 + AdamW": dict(orthogonalizer="newton_schulz"),
               "Muon PE5 + AdamW": dict(orthogonalizer="polar_express"),
+              "Muon Gram-NS5 + AdamW": dict(orthogonalizer="gram_newton_schulz"),
               "NorMuon NS5 + AdamW": dict(orthogonalizer="newton_schulz", normuon=True)}
     rest = None
     for label, kw in hybrid.items():
@@ -168,7 +169,8 @@ def bench_optimizer(ctx: Ctx) -> str:
 
     ext = f"x AdamW at {full_layers} layers (est.)"
     headline = (f"Muon NS5 + AdamW step = **{ratio(t1, 'Muon NS5 + AdamW'):.1f}x** an AdamW step on the `{preset}` "
-                f"preset model ({n_params / 1e6:.2f}M params; PE5 {ratio(t1, 'Muon PE5 + AdamW'):.1f}x, NorMuon "
+                f"preset model ({n_params / 1e6:.2f}M params; PE5 {ratio(t1, 'Muon PE5 + AdamW'):.1f}x, Gram-NS5 "
+                f"{ratio(t1, 'Muon Gram-NS5 + AdamW'):.1f}x, NorMuon "
                 f"{ratio(t1, 'NorMuon NS5 + AdamW'):.1f}x, torch.optim.Muon "
                 f"{ratio(t1, 'torch.optim.Muon + AdamW'):.1f}x); "
                 f"`{hpreset}` shapes, {full_layers} layers (estimated from one block): "
@@ -180,7 +182,8 @@ def bench_optimizer(ctx: Ctx) -> str:
     body = f"""\
 **What:** one optimizer step (fake Gaussian gradients, no forward/backward) on the real parameter set, on
 {dev.type}. Arms: AdamW over every parameter (`build_optimizers` with optimizer=adamw: fused where available; the
-baseline), the hybrid SimpleMuon + AdamW from `build_optimizers` with each orthogonalizer and with NorMuon,
+baseline), the hybrid SimpleMuon + AdamW from `build_optimizers` with each orthogonalizer and with NorMuon (the
+matrices orthogonalized in one batched call per shape),
 `torch.optim.Muon` (hidden 2-D matrices, adjust_lr_fn="original") + the same AdamW for the rest, and, for
 reference, AdamW over only the matrices Muon takes. Hybrid step = Muon part + AdamW part (one shared AdamW,
 timed within the same sample). Time: median over {p['opt_repeats']} interleaved rounds (arm order rotated each

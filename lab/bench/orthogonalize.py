@@ -12,17 +12,22 @@ import torch
 
 from lab.bench.common import (
     Ctx,
+    _bf16_matmul_slowdown,
     _clock,
     _inner,
     _md,
     _median,
     _plt,
+    muon_shapes,
 )
 from lab.optim.orthogonalize import (
     NEWTON_SCHULZ_COEFFS,
     POLAR_EXPRESS_COEFFS,
+    _gram_applies,
     exact_polar,
+    gram_newton_schulz,
     newton_schulz,
+    orthogonalize_flops,
     polar_express,
 )
 
@@ -237,6 +242,133 @@ it in 5 steps; the Gaussian matrices sit inside the design interval.
 ![scalar maps]({r1})
 
 ![accuracy vs cost]({r2})
+
+{_stacked_and_gram(ctx)}
 """
     print(_md(head), flush=True)
     return body
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# stacked and Gram Newton-Schulz on the real sets of matrices
+
+SET_METHODS = ("standard per-matrix", "stacked", "Gram + stacked")
+
+
+def _run_set(method: str, mats: dict) -> list:
+    """Orthogonalize a set {shape: (B, m, n) stack} the way `method` does: one newton_schulz call per matrix, one per
+    stack, or one gram_newton_schulz call per stack. Returns one output per matrix, in the stacks' order."""
+    if method == "standard per-matrix":
+        return [newton_schulz(x) for X in mats.values() for x in X]
+    orth = gram_newton_schulz if method == "Gram + stacked" else newton_schulz
+    return [x for X in mats.values() for x in orth(X)]
+
+
+def _set_accuracy(shapes: list, kappa: float, gen: torch.Generator, dev: torch.device, dtype) -> pd.DataFrame:
+    """Per distinct shape: distance of newton_schulz and gram_newton_schulz to the exact polar factor on a Gaussian
+    and an ill-conditioned input, and the Gram result's distance to the standard one."""
+    rows = []
+    for shape in dict.fromkeys(shapes):
+        Gg = torch.randn(shape, generator=gen, dtype=torch.float64)
+        Gi, Pi = _ill_conditioned(shape, kappa, gen)
+        row = {"shape": f"{shape[0]}x{shape[1]}", "dtype": str(dtype).removeprefix("torch."),
+               "Gram iteration": _gram_applies(shape)}
+        for kind, (G, P) in {"gauss": (Gg, exact_polar(Gg)), "ill": (Gi, Pi)}.items():
+            X = G.to(dev, dtype)
+            ns, gram = newton_schulz(X).cpu(), gram_newton_schulz(X).cpu()
+            row[f"NS dist {kind}"] = _accuracy(ns, P)["dist"]
+            row[f"Gram dist {kind}"] = _accuracy(gram, P)["dist"]
+            row[f"Gram/NS {kind}"] = row[f"Gram dist {kind}"] / row[f"NS dist {kind}"]
+            if kind == "gauss":
+                row["|Gram - NS| / |NS|"] = ((gram.double() - ns.double()).norm() / ns.double().norm()).item()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _set_distance(acc: pd.DataFrame, shapes: list, col: str) -> float:
+    """The mean of column `col` over a set's matrices (a shape counts as often as it occurs); nan if not measured."""
+    by_shape = dict(zip(acc["shape"], acc[col]))
+    vals = [by_shape.get(f"{m}x{n}", math.nan) for m, n in shapes]
+    return sum(vals) / len(vals)
+
+
+def _time_sets(sets: dict, acc: dict, dev: torch.device, rounds: int, gen: torch.Generator) -> pd.DataFrame:
+    """One row per (set, method): ms per orthogonalization of the set (fp32 Gaussian stacks, every method once per
+    round in a rotated order after a warm-up round), the ratio to the per-matrix call in the same round, the output
+    against the per-matrix one, the FLOPs, and the set's mean distances to the polar factor."""
+    rows = []
+    for name, shapes in sets.items():
+        stacks = {}
+        for shape in shapes:
+            stacks.setdefault(shape, []).append(torch.randn(shape, generator=gen))
+        mats = {k: torch.stack(v).to(dev) for k, v in stacks.items()}  # {shape: (B, m, n)}: SimpleMuon's stacks
+        outs = {m: _run_set(m, mats) for m in SET_METHODS}  # the warm-up round
+        ref = outs["standard per-matrix"]
+        times = {m: [] for m in SET_METHODS}
+        for r in range(rounds):
+            for m in SET_METHODS[r % 3:] + SET_METHODS[:r % 3]:
+                times[m].append(_clock(functools.partial(_run_set, m, mats), dev))
+        for m in SET_METHODS:
+            if m == "standard per-matrix":
+                vs = "(reference)"
+            elif m == "stacked":
+                vs = "identical (torch.equal)" if all(map(torch.equal, outs[m], ref)) else "DIFFERENT"
+            else:
+                vs = f"{max(((a - b).norm() / b.norm()).item() for a, b in zip(outs[m], ref)):.1e} rel."
+            col = "Gram" if m.startswith("Gram") else "NS"
+            row = {"set": name, "method": m, "calls": len(shapes) if m == "standard per-matrix" else len(mats),
+                   "GFLOP": sum(orthogonalize_flops(s, "gram_newton_schulz" if col == "Gram" else "newton_schulz")
+                                for s in shapes) / 1e9,
+                   "ms": 1e3 * _median(times[m]),
+                   "x per-matrix": _median([t / b for t, b in zip(times[m], times["standard per-matrix"])]),
+                   "output vs per-matrix": vs}
+            for dtype, table in acc.items():
+                for kind in ("gauss", "ill"):
+                    row[f"{dtype} dist {kind}"] = _set_distance(table, shapes, f"{col} dist {kind}")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _stacked_and_gram(ctx: Ctx) -> str:
+    p, dev = ctx.p, ctx.dev
+    gen = torch.Generator().manual_seed(1)
+    sets = {name: muon_shapes(preset, **kw) for name, (preset, kw) in p["ortho_sets"].items()}
+    shapes = [s for v in sets.values() for s in v]
+    slow_bf16 = dev.type != "cuda" and _bf16_matmul_slowdown(dev) > 3
+    small = [s for s in shapes if not slow_bf16 or s[0] * s[1] <= p["ortho_bf16_max_numel"]]
+    acc = {"fp32": _set_accuracy(shapes, p["kappa"], gen, dev, torch.float32),
+           "bf16": _set_accuracy(small, p["kappa"], gen, dev, torch.bfloat16)}
+    timing = _time_sets(sets, acc, dev, p["ortho_set_rounds"], gen)
+    per_shape = pd.concat(acc.values(), ignore_index=True)
+    rect = per_shape[per_shape["Gram iteration"]]
+    first = next(iter(sets))
+    t = timing[timing["set"] == first].set_index("method")["x per-matrix"]
+    bf16_note = "" if not slow_bf16 else (
+        f"bf16 distances only for matrices of at most {p['ortho_bf16_max_numel']} entries (nan: not run): bf16 "
+        "matmuls are emulated on this CPU, tens of times slower than fp32. ")
+    names = ", ".join(f"`{k}` ({len(v)} matrices)" for k, v in sets.items())
+    print(_md(timing), flush=True)
+    return f"""### Stacked and Gram Newton-Schulz on the real sets of matrices
+
+**What:** the Muon matrices of one optimizer step orthogonalized by 5 Newton-Schulz steps three ways: one
+`newton_schulz` call per matrix (the path before stacking), one call per stack of same-shape matrices (what
+SimpleMuon does now), and `gram_newton_schulz` per stack (`orthogonalizer=gram_newton_schulz`: the Gram iteration
+for aspect ratio >= 2, restarting after the third step; square matrices stay on the standard loop). Sets:
+{names}. ms: fp32 on {dev.type}, median over {p['ortho_set_rounds']} interleaved rounds after a warm-up round;
+x per-matrix: median over rounds of the ratio in the same round; output vs per-matrix: torch.equal, or the largest
+relative Frobenius difference over the set.
+Distances: to the exact polar factor (float64 SVD), on a Gaussian and an ill-conditioned (kappa {p['kappa']:g})
+input per shape, averaged over the set's matrices. GFLOP: of the matrix products (`orthogonalize_flops`). {bf16_note}
+
+**Headline:** on `{first}`, stacked = **{t['stacked']:.3f}x** and Gram + stacked = **{t['Gram + stacked']:.3f}x** the
+per-matrix time (the whole-step share is in section 3); where the Gram iteration runs, its distance to the polar
+factor is at most **{rect['Gram/NS gauss'].max():.3f}x** (Gaussian) and **{rect['Gram/NS ill'].max():.3f}x**
+(ill-conditioned) standard Newton-Schulz's over fp32 and bf16 (goal: <= 1.1x); in fp32 it is
+{rect[rect['dtype'] == 'float32']['|Gram - NS| / |NS|'].max():.1e} from the standard result.
+
+{_md(timing)}
+
+Per shape (fp32 and bf16):
+
+{_md(per_shape)}
+"""

@@ -3,7 +3,8 @@
 One update for a matrix W (m, n) with gradient G, per ALGORITHMS.md sections 1, 2, 5, 8, 9:
     B <- mu B + (1 - mu) G                      # EMA momentum (fp32)
     M <- (1 - mu) G + mu B  (Nesterov) or B
-    O <- orth(M)                                # Newton-Schulz / Polar Express, in bf16 by default
+    O <- orth(M)                                # Newton-Schulz / Polar Express, in bf16 by default; one batched
+                                                # call per stack of same-shape matrices
     O <- normuon(O)                             # optional per-row/column variance reduction
     U <- max(1, m/n)^0.5 O                      # Keller's shape scaling ("original")
     D <- U + wd * [mask] * W                    # decoupled decay; cautious: only where U*W >= 0
@@ -69,25 +70,53 @@ class SimpleMuon(torch.optim.Optimizer):
                 raise ValueError("geodesic updates need a param group with `sphere_dim` (the model declares none "
                                  "for these params: is it an nGPT?)")
 
-    def direction(self, p: torch.Tensor, group: dict) -> torch.Tensor:
-        """Momentum -> orthogonalize -> NorMuon -> shape scaling: the update U (fp32) before decay."""
+    def momentum(self, p: torch.Tensor, group: dict, grad: torch.Tensor, out: torch.Tensor) -> None:
+        """B <- mu B + (1 - mu) G (fp32 state); writes M (Nesterov: (1 - mu) G + mu B, else B) into `out`."""
         state = self.state[p]
-        g = p.grad.float()
+        g = grad.float()
         if "momentum_buffer" not in state:
             state["momentum_buffer"] = torch.zeros_like(g)
         buf = state["momentum_buffer"]
         mu = group["momentum"]
         buf.lerp_(g, 1 - mu)
-        m = g.lerp(buf, mu) if group["nesterov"] else buf  # lerp returns a new tensor: buf is never modified
-        orth = ORTHOGONALIZERS[group["orthogonalizer"]]
-        dtype = self.ortho_dtype or (torch.bfloat16 if m.is_cuda else torch.float32)
-        O = orth(m.to(dtype), steps=group["ns_steps"], use_kernels=group["use_kernels"]).float()
+        if group["nesterov"]:
+            torch.lerp(g, buf, mu, out=out)  # buf is never modified
+        else:
+            out.copy_(buf)
+
+    def directions(self, items: list) -> list[torch.Tensor]:
+        """The updates U (fp32, before decay) of [(matrix, group, gradient)]: momentum for each, then ONE batched
+        orthogonalization per stack of same-shape matrices with the same settings (bit-identical to one call per
+        matrix on CPU: each matrix is normalized and multiplied on its own inside the batch), then NorMuon and the
+        shape scaling for each."""
+        stacks: dict[tuple, list[int]] = {}
+        for i, (p, group, _) in enumerate(items):
+            key = (tuple(p.shape), p.device, group["orthogonalizer"], group["ns_steps"], group["use_kernels"])
+            stacks.setdefault(key, []).append(i)
+        O = [None] * len(items)
+        for (shape, device, name, steps, use_kernels), idx in stacks.items():
+            M = torch.empty((len(idx), *shape), dtype=torch.float32, device=device)  # (B, m, n)
+            for j, i in enumerate(idx):
+                self.momentum(*items[i], out=M[j])
+            dtype = self.ortho_dtype or (torch.bfloat16 if M.is_cuda else torch.float32)
+            out = ORTHOGONALIZERS[name](M.to(dtype), steps=steps, use_kernels=use_kernels).float()  # (B, m, n)
+            for j, i in enumerate(idx):
+                O[i] = out[j]
+        return [self.finish_direction(p, group, o) for (p, group, _), o in zip(items, O)]
+
+    def finish_direction(self, p: torch.Tensor, group: dict, O: torch.Tensor) -> torch.Tensor:
+        """NorMuon (optional) and Keller's shape scaling of the orthogonalized momentum O (fp32)."""
         if group["normuon"]:
+            state = self.state[p]
             if "second_moment" not in state:
                 red_shape = (O.size(0), 1) if O.size(0) >= O.size(1) else (1, O.size(1))
                 state["second_moment"] = torch.zeros(red_shape, dtype=torch.float32, device=O.device)
             O = normuon_scale(O, state["second_moment"], group["beta2"])
         return O * max(1.0, p.size(0) / p.size(1)) ** 0.5
+
+    def direction(self, p: torch.Tensor, group: dict) -> torch.Tensor:
+        """The update U of one matrix on its own (momentum -> orthogonalize -> NorMuon -> shape scaling)."""
+        return self.directions([(p, group, p.grad)])[0]
 
     @torch.no_grad()
     def apply_update(self, p: torch.Tensor, U: torch.Tensor, group: dict) -> None:
@@ -111,10 +140,13 @@ class SimpleMuon(torch.optim.Optimizer):
             return closure()
 
     @torch.no_grad()
+    def update(self, items: list) -> None:
+        """One step for [(matrix, group, gradient)] (stacked orthogonalization, see `directions`)."""
+        for (p, group, _), U in zip(items, self.directions(items)):
+            self.apply_update(p, U, group)
+
+    @torch.no_grad()
     def step(self, closure=None):
         loss = self._evaluate(closure)
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    self.apply_update(p, self.direction(p, group), group)
+        self.update([(p, g, p.grad) for g in self.param_groups for p in g["params"] if p.grad is not None])
         return loss
