@@ -34,8 +34,9 @@ GRIDS = {  # the smallest grids that still exercise every stage
                 "adamw_warmup": 0.0},
     "geodesic": {**S, "seeds": [0, 1], "confirm_seeds": [100, 101], "modes": ["lr"], "lr": 0.02, "aux_lr": 0.008},
     "advanced": {**S, "seeds": [0, 1], "confirm_seeds": [100, 101], "arms": ["newton_schulz", "cautious_wd"],
-                 "lr": 0.02, "aux_lr": 0.008},
+                 "weight_decays": [0.1], "normuon_lrs": [0.02], "lr": 0.02, "aux_lr": 0.008},
     "lazy_projection": {**S, "seeds": [0, 1], "confirm_seeds": [100, 101], "frequencies": [1, 3],
+                        "muon_every": [1, 3], "adamw_every": [1, 3], "muon_lrs": [0.02], "adamw_lrs": [0.008],
                         "devices": ["cpu", "cpu"], **TUNED},
 }
 REPORT = {n: campaigns.get(n).REPORT.removesuffix(".md") for n in GRIDS}

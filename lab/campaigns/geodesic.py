@@ -1,7 +1,10 @@
-"""Projection after an ambient step against exact geodesic steps with theta = lr or theta = lr * ||T||, at matched
-step size: each mode gets its own lr grid [x/2, x, 2x] around the tuned Muon lr (selection seeds; extended past a
-winning edge); the best geodesic mode and projection, each at its best lr, then run on the confirmation seeds."""
-from lab.arms import around, muon, steps
+"""Projection after an ambient step against exact geodesic steps with θ = lr or θ = lr·‖T‖, each at its own lr: every
+rule gets its own lr grid [x/2, x, 2x] around the tuned Muon lr on the selection seeds (extended past a winning
+edge); then projection and BOTH geodesic rules, each at its own best lr, run on the confirmation seeds, where
+lab/family.py's entries (each geodesic rule vs projection) hold the verdicts."""
+from lab import family
+from lab.arms import around, beyond_edge, muon, steps
+from lab.campaigns._sphere import tune
 from lab.campaigns.lr_sweep import tuned
 from lab.config import GEODESIC
 from lab.params import Param
@@ -9,10 +12,11 @@ from lab.params import Param
 NAME, ORDER = "geodesic", 40
 TITLE = "Geodesic Muon updates on nGPT"
 QUESTION = ("Does an exact geodesic step on the sphere (θ = lr or θ = lr·‖T‖) beat Muon's ambient step followed by "
-            "projection, at matched step size?")
-HYPOTHESES = [("headline", "Geodesic updates beat projection")]
+            "projection, each at its own tuned lr?")
+HYPOTHESES = [(c.key, c.hypothesis) for c in family.of_campaign(NAME)]
 REPORT = "GEODESIC_MUON_REPORT.md"
 MODES = [m for m in GEODESIC if m != "none"]  # "none" (projection) is the baseline
+THETA = {"none": "projection", "lr": "θ = lr", "lr_norm": "θ = lr·‖T‖"}
 
 
 def _modes(value, values) -> None:
@@ -22,8 +26,8 @@ def _modes(value, values) -> None:
 
 PARAMS = {
     "seeds": Param(list[int], [0, 1], "selection seeds: they pick the settings", field="seed"),
-    "confirm_seeds": Param(list[int], [100, 101, 102], "fresh seeds that judge the picked arm against its baseline",
-                           field="seed"),
+    "confirm_seeds": Param(list[int], list(family.CONFIRM_SEEDS), "fresh seeds that judge every mode against "
+                           "projection (the family's comparisons)", field="seed"),
     "modes": Param(list[str], ["lr", "lr_norm"], "geodesic modes; projection is always the baseline", check=_modes),
     "lr": Param(float, 0.0, "Muon peak lr; 0: the one lr_sweep chose at this preset (else the preset default)",
                 field="lr", zero_default=True),
@@ -48,40 +52,44 @@ def lr_key(mode: str) -> str:
 
 def stages(g, p) -> None:
     t, s, seeds = tuned(g, p["lr"], p["aux_lr"]), steps(p["steps"]), p["seeds"]
-    df, grids = g.run_grids("select", {m: around(t["muon_lr"]) for m in ["none", *p["modes"]]},
-                            lambda m, x: muon(x, t["aux_lr"], geodesic=m, **s), lambda m, x: f"{name(m)} lr={x:g}",
-                            seeds)
-    best = {m: g.pick(df, lr_key(m), "select", seeds, gr, f"lr of {name(m)}") for m, gr in grids.items()}
-    at_best = {next(label for label, x in grids[m].items() if x == best[m]): m for m in p["modes"]}
-    mode = g.pick(df, "geodesic_mode", "select", seeds, at_best, "geodesic mode (each at its own best lr)")
-    g.run("confirm", {f"projection lr={best['none']:g}": muon(best["none"], t["aux_lr"], **s),
-                      f"geodesic {mode} lr={best[mode]:g}": muon(best[mode], t["aux_lr"], geodesic=mode, **s)},
-          p["confirm_seeds"])
+    modes = ["none", *p["modes"]]
+    arm = lambda m, x: muon(x, t["aux_lr"], **({"geodesic": m} if m != "none" else {}), **s)
+    label = lambda m, x: f"{name(m)} lr={x:g}"
+    df, grids = tune(g, "select", {m: around(t["muon_lr"]) for m in modes}, arm, label, seeds, beyond_edge)
+    best = {m: g.pick(df, lr_key(m), "select", seeds, grids[m], f"lr of {name(m)}") for m in modes}
+    g.run("confirm", {label(m, best[m]): arm(m, best[m]) for m in modes}, p["confirm_seeds"])
 
 
 def analyse(r) -> None:
     import pandas as pd
+
+    from lab.campaigns import _sphere as S
     sel, conf = r.stage("select"), r.stage("confirm")
-    modes = r.params.get("modes", [])
+    modes = S.param(r, "modes")
+    r.confirmatory()  # the family's entries: four-way verdicts, table, forest plot
     lrs = sorted({t["lr"] for t in r.select(sel, mode="none").tags})
-    for m in modes:
+    for m in modes:  # exploratory: the same lr (a different turning angle), on the selection seeds
         for x in lrs:
-            a, b = r.arm_of(sel, mode=m, lr=x), r.arm_of(sel, mode="none", lr=x)
-            if a and b:
-                r.compare(a, b, "select", f"`{a}` vs `{b}` (same lr)")
-    base = r.arm_of(conf, mode="none")
-    treat = next((a for a in dict.fromkeys(conf.arm) if a != base), None) if len(conf) else None
-    head = r.compare(treat, base, "confirm", f"`{treat}` vs `{base}` (each at its own best lr)", "headline") \
-        if base and treat else None
+            a, b = S.arm_or_none(r, sel, mode=m, lr=x), S.arm_or_none(r, sel, mode="none", lr=x)
+            S.explore(r, a, b, "select", f"`{a}` vs `{b}` (same lr)")
+    cmodes = {m: S.arm_or_none(r, conf, mode=m) for m in ["none", *modes]}
+    both = S.explore(r, cmodes.get("lr_norm"), cmodes.get("lr"), "confirm",
+                     "θ = lr·‖T‖ vs θ = lr, each at its own lr (not in the family)")
 
     def answer():
         best = {m: r.choice(lr_key(m)) for m in ["none", *modes]}
-        tuned_lrs = "; ".join(f"{name(m)} {v:g}" for m, v in best.items() if v is not None)
+        lrs_ = "; ".join(f"{THETA.get(m, m)} {v:g}" for m, v in best.items() if v is not None) or "not chosen yet"
         edges = "".join(r.edge(v, r.grid_of(lr_key(m)), f"lr of {name(m)}") for m, v in best.items() if v is not None)
-        return (f"At {r.tokens()} tokens, with each update rule at its own tuned lr ({tuned_lrs}; matched step size "
-                f"by tuning each mode on its own grid), " + r.say(
-                    head, "the geodesic step beats projection", "the geodesic step loses to projection",
-                    "no significant difference between the geodesic step and projection") + "." + edges + drift())
+        out = [f"At {r.tokens()} tokens, on the confirmation seeds, each update rule at its own tuned lr ({lrs_}):"]
+        out += [S.judged(r, f"geodesic_{m}", f"the geodesic step with {THETA.get(m, m)} vs projection")
+                for m in modes if f"geodesic_{m}" in family.KEYS]
+        base = S.mean(r, cmodes.get("none"), "confirm")
+        if base:
+            out.append(f"(A 1–3% improvement at projection's mean final loss {base:.4f} would be Δ between "
+                       f"{-0.01 * base:+.3f} and {-0.03 * base:+.3f} nats.)")
+        if both:
+            out.append(f"The two geodesic rules against each other (exploratory): {S.interval(both)}.")
+        return " ".join(out) + edges + drift()
 
     def drift():
         d = pd.to_numeric(r.df.get("max_geodesic_drift", pd.Series(dtype=float)), errors="coerce").dropna()
@@ -89,16 +97,17 @@ def analyse(r) -> None:
                 f"{len(d)} geodesic run(s), {d.max():.1e}." if len(d) else "")
     r.answer.append(answer)
     r.sections.append(lambda: [
-        "## Why tune each mode's lr (matched step size)", "",
+        "## Why each rule gets its own lr", "",
         "At the same lr the three rules do not turn a vector by the same angle. An ambient step followed by "
         "projection turns unit vector i by atan(lr·‖T_i‖), where T_i is the tangent part of its update (‖T_i‖ < 1 "
         "where the update has a radial part, and it differs between the rows of W_q and the columns of W_proj); "
-        "`geodesic lr_norm` turns it by lr·‖T_i‖ (the same angle to O(lr³)); `geodesic lr` turns every vector by "
-        "exactly lr. Comparing at equal lr therefore confounds the geometry with the step size, so each mode is "
-        "tuned on its own grid [x/2, x, 2x] around the tuned Muon lr (extended past an edge that wins), and the "
-        "confirmed comparison pits each method at its own best step size. The same-lr comparisons on the "
-        "selection seeds are listed for completeness.", ""])
-    r.grid_table(sel, "select", "Selection grid: each mode on its own lr grid")
-    r.grid_table(conf, "confirm", "Confirmation: the tuned modes on fresh seeds")
-    best_none = r.choice(lr_key("none"))
-    r.curves(sel, baseline=r.arm_of(sel, mode="none", lr=best_none) if best_none is not None else None, swept=None)
+        "`geodesic lr_norm` turns it by lr·‖T_i‖ (the same angle to O(lr³): close to projection by construction); "
+        "`geodesic lr` turns every vector by exactly lr (a genuinely different rule). Comparing at equal lr "
+        "therefore confounds the geometry with the step size, so each rule is tuned on its own grid [x/2, x, 2x] "
+        "around the tuned Muon lr (extended past an edge that wins), and each geodesic rule is confirmed against "
+        "projection with both at their own best lr. The same-lr rows on the selection seeds are exploratory.", ""])
+    r.sections.append(lambda: S.trials_lines(r, [
+        (f"{THETA[m]}", "its own lr (factor-2 grid)", r.select(sel, mode=m)) for m in ["none", *modes]]))
+    r.grid_table(sel, "select", "Selection: each rule on its own lr grid")
+    r.grid_table(conf, "confirm", "Confirmation: every rule at its own best lr on fresh seeds")
+    S.curves(r, conf, cmodes.get("none"), "curves", "Projection and both geodesic rules, each at its own best lr")
