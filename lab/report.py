@@ -31,7 +31,7 @@ from lab.results import (
     variants,
 )
 from lab.results import select as select_tags
-from lab.stats import Paired, holm, paired, verdict
+from lab.stats import DELTA, Paired, holm, paired, verdict
 
 
 @dataclass
@@ -184,12 +184,12 @@ class Report:
         rows = [(c.key, j.delta, j.lo_v, j.hi_v, j.level, j.verdict, j.n) for c in mine
                 if (j := self.judgements[c.key]).n >= 2]
         if rows:
-            plots.forest_figure(rows, family.DELTA, f"{self.module.TITLE}: confirmatory Δ ({self.budget()} tokens)",
+            plots.forest_figure(rows, DELTA, f"{self.module.TITLE}: confirmatory Δ ({self.budget()} tokens)",
                                 self.figdir() / fn)
             seeds = tables.seeds_text(family.CONFIRM_SEEDS)
             self.figures.append((fn, f"confirmatory comparisons on confirmation seeds {seeds}: "
                                      "Δ = treatment − control with the interval at the level its verdict uses; "
-                                     f"shaded: ±δ = ±{family.DELTA:g} nats, the smallest effect of interest"))
+                                     f"shaded: ±δ = ±{DELTA:g} nats, the smallest effect of interest"))
         return self.judgements
 
     def verdict_text(self, key: str) -> str:
