@@ -98,7 +98,9 @@ def test_workers_end_with_their_campaign(tmp_path, sig):
     dirs = [runs / get_config("smoke", runs_dir=str(runs), steps=100000, seed=s, campaign="t").run_id()
             for s in (0, 1)]
     with open(tmp_path / "stderr", "w") as err:
-        p = subprocess.Popen([PY, "-c", DRIVER, str(runs)], cwd=ROOT, stderr=err)
+        # SIGINT at its default, as a shell gives it (an ignored SIGINT in this process would be inherited)
+        p = subprocess.Popen([PY, "-c", DRIVER, str(runs)], cwd=ROOT, stderr=err,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         pids = wait_for(lambda: all(holder(d) for d in dirs) and [holder(d) for d in dirs], 180, "both workers")
         assert p.pid not in pids and len(set(pids)) == 2
