@@ -37,6 +37,8 @@ def sync(name: str, preset: str = "cpu", tag: str = "", mode: str = "offline", p
         run.finish()
         done.append(rid)
         print(f"[lab] wandb-sync: run {rid} ({s['status']}) mirrored ({mode})", flush=True)
+    if done:
+        wandb.teardown()  # stop wandb's service now: left to atexit, it prints a 'Connection lost' traceback
     print(f"[lab] wandb-sync: {len(done)} run(s) of campaign {name} at preset {preset} mirrored to wandb project "
           f"{project!r} ({mode}{': `wandb sync` uploads them later' if mode == 'offline' else ''})", flush=True)
     return done
