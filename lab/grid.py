@@ -35,24 +35,14 @@ def _lock_path(manifest: Path) -> Path:
 
 
 def _acquire(manifest: Path, who: str) -> None:
-    import fcntl
     path = _lock_path(manifest)
     if str(path) in _HELD:
         _HELD[str(path)][1] += 1
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        pid = f.read().strip() or "?"
-        f.close()
+    f, pid = records.take_lock(path)
+    if f is None:
         raise CampaignPending(f"{who}: another process (pid {pid}) is running this campaign ({manifest}); rerun "
-                              "when it finishes") from None
-    f.truncate(0)
-    f.write(f"{os.getpid()}\n")
-    f.flush()
+                              "when it finishes")
     _HELD[str(path)] = [f, 1]
 
 

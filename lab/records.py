@@ -130,6 +130,25 @@ class MetricsLog:
         self.f.close()
 
 
+def take_lock(path: Path):
+    """An exclusive, non-blocking flock on `path`, which then holds our pid: (the open file, None), or (None, the
+    holder's pid) when another process holds it. The kernel drops the lock when its holder dies."""
+    import fcntl
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        return None, pid
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f, None
+
+
 class RunLock:
     """One writer per run: an exclusive, non-blocking flock on runs/<id>/lock, held while the run trains.
 
@@ -140,21 +159,10 @@ class RunLock:
         self.path, self.run_id, self.f = Path(run_dir) / LOCK_FILE, run_id, None
 
     def acquire(self) -> RunLock:
-        import fcntl
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(self.path, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            pid = f.read().strip() or "?"
-            f.close()
+        self.f, pid = take_lock(self.path)
+        if self.f is None:
             raise RunLocked(f"run {self.run_id} is being trained by another process (pid {pid}; lock {self.path}): "
-                            "not starting a second writer") from None
-        f.truncate(0)
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        self.f = f
+                            "not starting a second writer")
         return self
 
     def release(self) -> None:
